@@ -1,0 +1,238 @@
+"""Score a folder or manifest with a set of scorers: the engine behind ``wavalign score``.
+
+Items go through in batches: load and validate the batch's audio (once, at the rate the scorers share), run each
+scorer on the whole batch, append one row per item to scores.jsonl. A bad item gets its error in its row and
+the run goes on; a scorer that raises on a batch is retried item by item so only the culprit fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from evalsuite.inputs import Item
+from evalsuite.results import (
+    RUN_JSON,
+    SCORES_CSV,
+    SCORES_JSONL,
+    SUMMARY_JSON,
+    RowWriter,
+    column_stats,
+    columns,
+    environment,
+    read_rows,
+    write_csv,
+    write_json,
+)
+from rewards.audio import Audio, AudioError, AudioLimits, load_audio
+from rewards.base import Sample, Score, Scorer, missing_inputs
+
+
+class RunConflictError(ValueError):
+    """The output folder holds results made with other settings."""
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    n_items: int
+    n_scored_now: int
+    n_resumed: int
+    summary: dict[str, Any]
+    seconds: float
+
+
+def _common_rate(scorers: Sequence[Scorer]) -> int | None:
+    rates = {getattr(s, "sample_rate", None) for s in scorers if "audio" in s.requires}
+    return rates.pop() if len(rates) == 1 else None
+
+
+def _load(item: Item, rate: int | None, limits: AudioLimits) -> tuple[Audio | None, str | None]:
+    if item.audio_path is None:
+        return None, None
+    try:
+        return load_audio(item.audio_path, rate, limits), None
+    except AudioError as e:
+        return None, str(e)
+
+
+def _score_batch(scorer: Scorer, samples: Sequence[Sample]) -> list[Score]:
+    """Scores for a batch; when the scorer raises, retry one by one so only the culprit fails."""
+    try:
+        scores = scorer.score(samples)
+        if len(scores) == len(samples):
+            return scores
+    except Exception:  # noqa: BLE001 - isolate the bad item below; model-loading errors surface in prepare()
+        pass
+    out = []
+    for sample in samples:
+        try:
+            (score,) = scorer.score([sample])
+            out.append(score)
+        except Exception as e:  # noqa: BLE001 - one item's failure, recorded with its reason
+            out.append(Score.failed(f"{type(e).__name__}: {' '.join(str(e).split())}"))
+    return out
+
+
+def _settings(scorers: Sequence[Scorer], limits: AudioLimits) -> dict[str, Any]:
+    return {
+        "scorers": {s.name: s.info().as_dict() for s in scorers},
+        "audio_limits": asdict(limits),
+    }
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings that decide the numbers (resolved model details are added only after loading)."""
+    out = {}
+    for name, info in settings["scorers"].items():
+        out[name] = {k: v for k, v in info["settings"].items() if k not in ("model_id", "compute_type", "models")}
+        out[name]["version"] = info["version"]
+    return {"scorers": out, "audio_limits": settings["audio_limits"]}
+
+
+def score_items(
+    items: Sequence[Item],
+    scorers: Sequence[Scorer],
+    out_dir: str | Path,
+    *,
+    source: str = "",
+    batch_size: int = 8,
+    limits: AudioLimits = AudioLimits(),
+    overwrite: bool = False,
+    progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Score ``items`` into ``out_dir`` (scores.jsonl, scores.csv, summary.json), resuming what is there.
+
+    Raises:
+        RunConflictError: ``out_dir`` has results from different scorers or settings (and not ``overwrite``).
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / SCORES_JSONL
+    settings = _settings(scorers, limits)
+    run_file = out / RUN_JSON
+    if overwrite:
+        jsonl.unlink(missing_ok=True)
+    elif jsonl.exists() and run_file.exists():
+        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        if _comparable(previous["settings"]) != _comparable(settings):
+            raise RunConflictError(
+                f"{out} holds scores made with other scorers or settings; use --overwrite or another -o"
+            )
+    write_json(run_file, {"source": source, "settings": settings})
+
+    done_rows, keep = read_rows(jsonl)
+    done = {row["id"] for row in done_rows}
+    todo = [item for item in items if item.id not in done]
+    names = [s.name for s in scorers]
+    for scorer in scorers:  # load models up front: a missing model is one clear error, before any work
+        prepare = getattr(scorer, "prepare", None)
+        if prepare is not None and todo:
+            prepare()
+    rate = _common_rate(scorers)
+
+    writer = RowWriter(jsonl, keep)
+    bar = _progress(len(items), len(items) - len(todo), progress)
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            rows = _score_one_batch(batch, scorers, rate, limits)
+            for row in rows:
+                writer.write(row)
+                if on_row is not None:
+                    on_row(row)
+            bar.update(len(batch))
+    finally:
+        writer.close()
+        bar.close()
+
+    all_rows, _ = read_rows(jsonl)
+    order = {item.id: k for k, item in enumerate(items)}
+    all_rows.sort(key=lambda r: order.get(r["id"], len(order)))
+    cols = columns(all_rows, names)
+    write_csv(out / SCORES_CSV, all_rows, cols)
+    final_settings = _settings(scorers, limits)  # now with resolved model ids
+    summary = {
+        "source": source,
+        "n_items": len(all_rows),
+        "n_items_with_errors": sum(1 for r in all_rows if any(r.get(f"{n}.error") for n in names)
+                                   or r.get("audio.error")),
+        "metrics": column_stats(all_rows, cols),
+        "settings": final_settings,
+        "environment": environment(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_json(out / SUMMARY_JSON, summary)
+    write_json(run_file, {"source": source, "settings": final_settings})
+    return RunResult(out, len(all_rows), len(todo), len(done), summary, summary["seconds"])
+
+
+def _score_one_batch(
+    batch: Sequence[Item], scorers: Sequence[Scorer], rate: int | None, limits: AudioLimits
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    samples: list[Sample] = []
+    for item in batch:
+        audio, audio_error = _load(item, rate, limits)
+        rows.append({
+            "id": item.id,
+            "audio": str(item.audio_path) if item.audio_path else None,
+            "audio.duration": round(audio.duration, 4) if audio else None,
+            "audio.warnings": "; ".join(audio.warnings) if audio and audio.warnings else None,
+            "audio.error": item.error or audio_error,
+        })
+        meta = dict(item.meta)
+        meta["audio_path"] = str(item.audio_path) if item.audio_path else None
+        samples.append(Sample(
+            id=item.id,
+            audio=audio.samples if audio else None,
+            sample_rate=audio.sample_rate if audio else None,
+            text=item.text,
+            prompt=item.prompt,
+            reference=item.reference,
+            meta=meta,
+        ))
+    for scorer in scorers:
+        runnable = []
+        for k, sample in enumerate(samples):
+            missing = missing_inputs(sample, scorer.requires)
+            row = rows[k]
+            if row["audio.error"] and "audio" in scorer.requires:
+                row[f"{scorer.name}.value"] = None
+                row[f"{scorer.name}.error"] = f"audio {row['audio.error']}"
+            elif missing:
+                row[f"{scorer.name}.value"] = None
+                row[f"{scorer.name}.error"] = f"missing input: {', '.join(missing)}"
+            else:
+                runnable.append(k)
+        if not runnable:
+            continue
+        scores = _score_batch(scorer, [samples[k] for k in runnable])
+        for k, score in zip(runnable, scores):
+            row = rows[k]
+            row[f"{scorer.name}.value"] = score.value
+            for metric, value in score.metrics.items():
+                row[f"{scorer.name}.{metric}"] = value
+            row[f"{scorer.name}.error"] = score.error
+    return rows
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="item", file=sys.stderr, dynamic_ncols=True)

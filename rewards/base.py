@@ -1,0 +1,113 @@
+"""The scorer protocol: what goes in (`Sample`), what comes out (`Score`), and what a scorer declares.
+
+Every scorer takes a batch of samples and returns one `Score` per sample, in order. A sample that cannot be
+scored gets ``Score(value=None, error="...")``: never a made-up number. Scorers load their models lazily, on
+the first batch, through `rewards.models.cached` so two scorers that share a model share one copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One thing to score.
+
+    Attributes:
+        id: unique id within a run (file stem or manifest id).
+        audio: mono float32 waveform in [-1, 1], or None for text-only items.
+        sample_rate: rate of ``audio`` in Hz.
+        text: the model's own text channel (what the speech should say).
+        prompt: the question (text, or a transcript of the spoken question).
+        reference: a reference answer / transcript.
+        meta: anything else (source path, language, target style, warnings from audio loading...).
+    """
+
+    id: str
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+    text: str | None = None
+    prompt: str | None = None
+    reference: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        if self.audio is None or not self.sample_rate:
+            return None
+        return len(self.audio) / self.sample_rate
+
+
+@dataclass
+class Score:
+    """A scorer's result for one sample.
+
+    Attributes:
+        value: the headline number, in the scorer's documented reward range, or None when the sample could not
+            be scored (``error`` then says why).
+        metrics: named sub-scores (``{"wer_consistency": 0.12, "transcript": "..."}``); a sub-score that could
+            not be computed is None (e.g. ``wer_reference`` without a reference).
+        error: why the sample (or part of it) could not be scored.
+    """
+
+    value: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, reason: str, **metrics: Any) -> Score:
+        return cls(value=None, metrics=dict(metrics), error=reason)
+
+    def __post_init__(self) -> None:
+        if self.value is not None and not math.isfinite(self.value):
+            raise ValueError(f"score value must be finite or None, got {self.value!r}")
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """What a scorer is and how it ran: written next to every result."""
+
+    name: str
+    version: str
+    higher_is_better: bool
+    requires: frozenset[str]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "higher_is_better": self.higher_is_better,
+            "requires": sorted(self.requires),
+            "settings": dict(self.settings),
+        }
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Batch in, per-item results out."""
+
+    name: str
+    version: str
+    higher_is_better: bool
+    requires: frozenset[str]  # fields of Sample that must be present: {"audio"}, {"audio", "text"}, ...
+
+    def score(self, samples: Sequence[Sample]) -> list[Score]: ...
+
+    def info(self) -> ScorerInfo: ...
+
+
+def missing_inputs(sample: Sample, requires: frozenset[str]) -> list[str]:
+    """The required fields that ``sample`` lacks (empty strings count as missing)."""
+    missing = []
+    for name in sorted(requires):
+        value = getattr(sample, name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            missing.append(name)
+    return missing

@@ -1,0 +1,290 @@
+"""Speech quality: MOS-style predictions from DNSMOS, DistillMOS and UTMOS (all 1–5, higher is better, 16 kHz).
+
+Backends (``backends=("dnsmos", "distillmos")`` by default, both offline):
+    dnsmos      DNSMOS P.835 (SIG, BAK, OVRL) and P.808 (Reddy et al., ICASSP 2021/2022), the ONNX models shipped
+                in the PyPI package ``speechmos``. Windowing as Microsoft's reference ``dnsmos_local.py``: clips
+                shorter than 9.01 s are repeated (doubled) until they reach it, then 9.01 s windows at 1 s hops are
+                scored and averaged. ``dnsmos_windowing="fast"`` scores a subset of those same windows (the first
+                one for short clips; for long clips windows about 9 s apart covering the clip): about 1/9 of the
+                work on long clips and 1/k on short ones, with close but not identical numbers
+                (benchmarks/perf/score_throughput.py reports the agreement).
+    distillmos  DistillMOS (Stahl & Gamper, 2025), weights shipped in the PyPI package ``distillmos``. Clips are cut
+                into the model's 7.68 s segments exactly as its own forward does; segments of many clips run in
+                one batch.
+    utmos       UTMOS22 strong (Saeki et al., 2022), as URO-Bench and VocalBench use it. Its weights are NOT
+                bundled and cannot be downloaded offline: pass ``utmos_checkpoint`` (the SpeechMOS release file
+                ``utmos22_strong_step7459_v1.pt``) or put that file in the torch hub cache.
+
+``value`` (the reward) is the first backend's headline MOS (OVRL for dnsmos) mapped to [0, 1] by (MOS − 1) / 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from rewards.audio import AudioError, at_rate, check_duration
+from rewards.base import Sample, Score, ScorerInfo
+from rewards.models import ModelUnavailableError, cached, package_dir, verified_file
+
+SAMPLE_RATE = 16000
+BACKENDS = ("dnsmos", "distillmos", "utmos")
+HEADLINE = {"dnsmos": "dnsmos_ovrl", "distillmos": "distillmos", "utmos": "utmos"}
+METRICS = {
+    "dnsmos": ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"),
+    "distillmos": ("distillmos",),
+    "utmos": ("utmos",),
+}
+
+# ONNX files of speechmos==0.0.1.1 and the weights of distillmos==0.9.1.
+_DNSMOS_SHA256 = {
+    "dnsmos_models/sig_bak_ovr.onnx": "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
+    "dnsmos_models/model_v8.onnx": "9246480c58567bc6affd4200938e77eef49468c8bc7ed3776d109c07456f6e91",
+}
+_DISTILLMOS_SHA256 = "b18b3ac60227267cfb91e5d00ce22cc7b73716fd92f269484da1446e27031a40"
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Settings of the quality scorer (recorded with the results).
+
+    Attributes:
+        backends: which predictors to run, in order; the first gives ``value``.
+        device: ``cpu`` or ``cuda`` (DistillMOS, UTMOS; DNSMOS runs on onnxruntime's CPU provider).
+        dnsmos_windowing: ``reference`` (9.01 s windows at 1 s hops, as Microsoft's script) or ``fast``.
+        utmos_checkpoint: path to the UTMOS22 strong checkpoint (file or directory).
+        distillmos_batch: DistillMOS segments per forward pass.
+    """
+
+    backends: tuple[str, ...] = ("dnsmos", "distillmos")
+    device: str = "cpu"
+    dnsmos_windowing: str = "reference"
+    utmos_checkpoint: str | None = None
+    distillmos_batch: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backends", tuple(self.backends))
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown or not self.backends:
+            raise ValueError(f"quality backends must be among {', '.join(BACKENDS)}, got {list(self.backends)}")
+        if self.dnsmos_windowing not in ("reference", "fast"):
+            raise ValueError(f"dnsmos_windowing must be 'reference' or 'fast', got {self.dnsmos_windowing!r}")
+
+
+# -- DNSMOS ------------------------------------------------------------------------------------------------
+DNSMOS_WINDOW_SECONDS = 9.01
+_DNSMOS_WINDOW = int(DNSMOS_WINDOW_SECONDS * SAMPLE_RATE)
+# Polynomials mapping the P.835 model's raw outputs to MOS (Microsoft's dnsmos_local.py, non-personalised).
+_P835_POLY = {
+    "sig": np.poly1d([-0.08397278, 1.22083953, 0.0052439]),
+    "bak": np.poly1d([-0.13166888, 1.60915514, -0.39604546]),
+    "ovrl": np.poly1d([-0.06766283, 1.11546468, 0.04602535]),
+}
+
+
+class _Dnsmos:
+    def __init__(self) -> None:
+        import onnxruntime as ort
+
+        root = package_dir("speechmos", "install it with: pip install speechmos==0.0.1.1")
+        paths = {name: verified_file(root / name, digest, "DNSMOS (speechmos)") for name, digest in
+                 _DNSMOS_SHA256.items()}
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        self.p835 = ort.InferenceSession(str(paths["dnsmos_models/sig_bak_ovr.onnx"]), options, providers=providers)
+        self.p808 = ort.InferenceSession(str(paths["dnsmos_models/model_v8.onnx"]), options, providers=providers)
+
+    @staticmethod
+    def windows(audio: np.ndarray, fast: bool) -> list[np.ndarray]:
+        """The 9.01 s windows to score, exactly as Microsoft's reference (or a subset of them when ``fast``)."""
+        short = len(audio) < _DNSMOS_WINDOW
+        while len(audio) < _DNSMOS_WINDOW:
+            audio = np.append(audio, audio)
+        n_hops = int(np.floor(len(audio) / SAMPLE_RATE) - DNSMOS_WINDOW_SECONDS) + 1
+        starts = list(range(n_hops))
+        if fast:
+            # Short clips: the first window of the repeated clip already holds all of it. Long clips: every 9th
+            # one-second start (non-overlapping windows) plus the last one, so the end is covered.
+            starts = [0] if short else sorted(set(starts[::9]) | {starts[-1]})
+        segments = [audio[s * SAMPLE_RATE : s * SAMPLE_RATE + _DNSMOS_WINDOW] for s in starts]
+        return [s for s in segments if len(s) == _DNSMOS_WINDOW]
+
+    @staticmethod
+    def _melspec(segment: np.ndarray) -> np.ndarray:
+        import librosa
+
+        mel = librosa.feature.melspectrogram(y=segment, sr=SAMPLE_RATE, n_fft=321, hop_length=160, n_mels=120)
+        return ((librosa.power_to_db(mel, ref=np.max) + 40) / 40).T
+
+    def __call__(self, audio: np.ndarray, fast: bool) -> dict[str, float]:
+        rows = []
+        for segment in self.windows(audio, fast):
+            segment = segment.astype(np.float32)
+            sig, bak, ovrl = self.p835.run(None, {"input_1": segment[None]})[0][0]
+            mel = self._melspec(segment[:-160]).astype(np.float32)[None]
+            p808 = self.p808.run(None, {"input_1": mel})[0][0][0]
+            rows.append((_P835_POLY["sig"](sig), _P835_POLY["bak"](bak), _P835_POLY["ovrl"](ovrl), p808))
+        sig, bak, ovrl, p808 = (float(v) for v in np.mean(np.array(rows, dtype=np.float64), axis=0))
+        return {"dnsmos_sig": sig, "dnsmos_bak": bak, "dnsmos_ovrl": ovrl, "dnsmos_p808": p808}
+
+
+# -- DistillMOS --------------------------------------------------------------------------------------------
+class _DistillMos:
+    def __init__(self, device: str) -> None:
+        import torch
+        from distillmos import ConvTransformerSQAModel
+
+        root = package_dir("distillmos", "install it with: pip install distillmos==0.9.1")
+        weights = verified_file(root / "weights" / "distill_mos_v7.pt", _DISTILLMOS_SHA256, "DistillMOS")
+        model = ConvTransformerSQAModel(load_weights=False, segmenting_in_forward=False)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model"])
+        self.model = model.eval().to(device)
+        self.device = device
+
+    @staticmethod
+    def segments(audio: np.ndarray) -> np.ndarray:
+        """Cut like DistillMOS's own forward: zero-pad to 7.68 s, or crops evenly spread with hops ≤ 1 s."""
+        from distillmos.sqa import MAX_HOP_LEN, SEQ_LEN
+
+        over = len(audio) - SEQ_LEN
+        if over < 0:
+            audio, over = np.pad(audio, (0, -over)), 0
+        n_hops = int(np.ceil(over / MAX_HOP_LEN)) + 1
+        starts = [int(c * over) for c in np.linspace(0, 1, n_hops)]
+        return np.stack([audio[s : s + SEQ_LEN] for s in starts])
+
+    def __call__(self, audios: Sequence[np.ndarray], batch: int) -> list[float]:
+        import torch
+
+        segments = [self.segments(a) for a in audios]
+        flat = np.concatenate(segments).astype(np.float32)
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(flat), batch):
+                x = torch.from_numpy(flat[start : start + batch]).to(self.device)
+                outputs.append(self.model(x).reshape(-1).cpu().numpy())
+        scores = np.concatenate(outputs)
+        bounds = np.cumsum([0] + [len(s) for s in segments])
+        return [float(np.mean(scores[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# -- UTMOS -------------------------------------------------------------------------------------------------
+class _Utmos:
+    def __init__(self, checkpoint: str | None, device: str) -> None:
+        from rewards.utmos import find_checkpoint, load_utmos22_strong
+
+        self.checkpoint = str(find_checkpoint(checkpoint))
+        self.model = load_utmos22_strong(self.checkpoint, device=device)
+        self.device = device
+
+    def __call__(self, audio: np.ndarray) -> float:
+        import torch
+
+        with torch.inference_mode():
+            wave = torch.from_numpy(audio.astype(np.float32))[None].to(self.device)
+            return float(self.model(wave).reshape(-1)[0])
+
+
+class QualityScorer:
+    """MOS predictions (1–5) from the configured backends; ``value`` = (headline MOS − 1) / 4."""
+
+    name = "quality"
+    version = "1"
+    higher_is_better = True
+    requires = frozenset({"audio"})
+    sample_rate = SAMPLE_RATE
+    min_seconds = 0.5
+
+    def __init__(self, config: QualityConfig | None = None, **overrides: Any):
+        base = config or QualityConfig()
+        self.config = QualityConfig(**{**asdict(base), **overrides})
+        self._models: dict[str, Any] = {}
+
+    def prepare(self) -> None:
+        """Load every backend now, so a missing model is one clear error before any item is scored."""
+        for backend in self.config.backends:
+            self._model(backend)
+
+    def _model(self, backend: str):
+        if backend not in self._models:
+            cfg = self.config
+            if backend == "dnsmos":
+                self._models[backend] = cached(("dnsmos",), _Dnsmos)
+            elif backend == "distillmos":
+                self._models[backend] = cached(("distillmos", cfg.device), lambda: _DistillMos(cfg.device))
+            else:
+                self._models[backend] = cached(
+                    ("utmos", cfg.utmos_checkpoint, cfg.device), lambda: _Utmos(cfg.utmos_checkpoint, cfg.device)
+                )
+        return self._models[backend]
+
+    def info(self) -> ScorerInfo:
+        settings: dict[str, Any] = asdict(self.config)
+        settings["backends"] = list(self.config.backends)
+        settings["models"] = {
+            "dnsmos": "DNSMOS P.835 sig_bak_ovr.onnx + P.808 model_v8.onnx (speechmos 0.0.1.1)",
+            "distillmos": "DistillMOS v7 (distillmos 0.9.1)",
+            "utmos": "UTMOS22 strong (" + (
+                self._models["utmos"].checkpoint if "utmos" in self._models else str(self.config.utmos_checkpoint)
+            ) + ")",
+        }
+        settings["models"] = {b: settings["models"][b] for b in self.config.backends}
+        return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, settings)
+
+    def score(self, samples: Sequence[Sample]) -> list[Score]:
+        cfg = self.config
+        results: list[Score | None] = [None] * len(samples)
+        todo: list[int] = []
+        audios: list[np.ndarray] = []
+        for i, sample in enumerate(samples):
+            if sample.audio is None:
+                results[i] = Score.failed("missing input: audio")
+                continue
+            audio = at_rate(sample.audio, sample.sample_rate, SAMPLE_RATE)
+            try:
+                check_duration(audio, SAMPLE_RATE, self.min_seconds, self.name)
+            except AudioError as e:
+                results[i] = Score.failed(str(e))
+                continue
+            todo.append(i)
+            audios.append(audio)
+        metrics: list[dict[str, Any]] = [{m: None for b in cfg.backends for m in METRICS[b]} for _ in todo]
+        errors: list[list[str]] = [[] for _ in todo]
+        for backend in cfg.backends:
+            model = self._model(backend)
+            if backend == "distillmos":
+                try:
+                    for k, value in enumerate(model(audios, cfg.distillmos_batch)):
+                        metrics[k]["distillmos"] = value
+                except RuntimeError:
+                    # One bad item must not sink the batch: retry one by one to find it.
+                    for k, audio in enumerate(audios):
+                        try:
+                            metrics[k]["distillmos"] = model([audio], cfg.distillmos_batch)[0]
+                        except RuntimeError as e:
+                            errors[k].append(f"distillmos: {' '.join(str(e).split())}")
+                continue
+            for k, audio in enumerate(audios):
+                try:
+                    if backend == "dnsmos":
+                        metrics[k].update(model(audio, cfg.dnsmos_windowing == "fast"))
+                    else:
+                        metrics[k]["utmos"] = model(audio)
+                except Exception as e:  # an inference failure on one item is that item's error
+                    errors[k].append(f"{backend}: {' '.join(str(e).split())}")
+        headline = HEADLINE[cfg.backends[0]]
+        for k, i in enumerate(todo):
+            mos = metrics[k][headline]
+            value = None if mos is None else float(np.clip((mos - 1.0) / 4.0, 0.0, 1.0))
+            error = "; ".join(errors[k]) or None
+            if value is None and error is None:
+                error = f"{headline} could not be computed"
+            results[i] = Score(value=value, metrics=metrics[k], error=error)
+        return results  # type: ignore[return-value]
+
+
+__all__ = ["QualityScorer", "QualityConfig", "ModelUnavailableError"]

@@ -149,7 +149,12 @@ def _load_openai_whisper(cfg: AsrConfig) -> _Loaded:
     if name.endswith(".pt") and not Path(name).is_file():
         raise ModelUnavailableError(f"openai-whisper checkpoint {name} does not exist")
     try:
-        model = whisper.load_model(name, device=cfg.device)
+        if name.endswith(".pt"):
+            from rewards.whisper_convert import load_converted_model  # also applies stored alignment heads
+
+            model = load_converted_model(name, device=cfg.device)
+        else:
+            model = whisper.load_model(name, device=cfg.device)
     except Exception as e:
         raise ModelUnavailableError(
             f"cannot load openai-whisper model {name!r}: {' '.join(str(e).split())}. On a machine without "

@@ -1,0 +1,75 @@
+"""Shared fixtures: real recorded speech from ../shared/data/real_speech and espeak-ng synthesized speech."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_speech_dir() -> Path | None:
+    """The shared real-speech clips: $WAVALIGN_REAL_SPEECH, else ../shared/data/real_speech beside the repo."""
+    candidates = [os.environ.get("WAVALIGN_REAL_SPEECH"), REPO.parent / "shared" / "data" / "real_speech"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "manifest.jsonl").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_speech() -> Path:
+    path = real_speech_dir()
+    if path is None:
+        pytest.skip("real speech clips not found (../shared/data/real_speech or $WAVALIGN_REAL_SPEECH)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_manifest(real_speech: Path) -> list[dict]:
+    return [json.loads(line) for line in (real_speech / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def synthesize(text: str, path: Path, rate: int = 16000, voice: str = "en-us", speed: int = 150) -> Path:
+    """Speak ``text`` into ``path`` with espeak-ng (resampled by soundfile-compatible sox when needed)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (.ci/run installs it)")
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
+    data, sr = sf.read(raw, dtype="float32")
+    raw.unlink()
+    if sr != rate:
+        from rewards.audio import resample
+
+        data = resample(data, sr, rate)
+    sf.write(path, data, rate)
+    return path
+
+
+@pytest.fixture(scope="session")
+def spoken_dir(tmp_path_factory) -> Path:
+    """Three espeak-ng utterances with text sidecars (one sidecar deliberately differs from the speech)."""
+    root = tmp_path_factory.mktemp("spoken")
+    lines = {
+        "paris": ("The capital of France is Paris.", "The capital of France is Paris."),
+        "sub/water": ("Water boils at one hundred degrees.", "Water boils at one hundred degrees."),
+        "mismatch": ("I like green apples.", "The train leaves at noon tomorrow."),
+    }
+    for name, (spoken, text) in lines.items():
+        path = root / f"{name}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        synthesize(spoken, path)
+        path.with_suffix(".txt").write_text(text)
+    return root
+
+
+def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -1,0 +1,46 @@
+"""A deliberately slow scorer for kill-and-resume tests: logs every id it scores to $SLOW_SCORER_LOG."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rewards.base import Score, ScorerInfo
+
+
+class SlowScorer:
+    name = "slow"
+    version = "1"
+    higher_is_better = True
+    requires = frozenset({"audio"})
+    sample_rate = 16000
+
+    def score(self, samples):
+        out = []
+        for sample in samples:
+            time.sleep(0.25)
+            with open(os.environ["SLOW_SCORER_LOG"], "a") as f:
+                f.write(sample.id + "\n")
+            out.append(Score(value=float(len(sample.audio)), metrics={"n": len(sample.audio)}))
+        return out
+
+    def info(self):
+        return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, {})
+
+
+class ExplodingScorer:
+    """Raises on any batch containing an item whose id contains 'boom' (tests per-item isolation)."""
+
+    name = "exploding"
+    version = "1"
+    higher_is_better = True
+    requires = frozenset({"audio"})
+    sample_rate = 16000
+
+    def score(self, samples):
+        if any("boom" in s.id for s in samples):
+            raise RuntimeError("kaboom")
+        return [Score(value=1.0) for _ in samples]
+
+    def info(self):
+        return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, {})

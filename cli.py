@@ -47,6 +47,7 @@ def score(
     quality_backends: Annotated[str, typer.Option(help="Comma-separated: dnsmos, distillmos, utmos.")] = "dnsmos,distillmos",
     dnsmos_windowing: Annotated[str, typer.Option(help="reference (9.01 s windows, 1 s hops) or fast.")] = "reference",
     utmos_checkpoint: Annotated[str | None, typer.Option(help="UTMOS22 strong checkpoint (utmos22_strong_step7459_v1.pt).")] = None,
+    fast: Annotated[bool, typer.Option(help="Shortcut for --asr-decode batched --dnsmos-windowing fast (close to, not identical with, the reference numbers).")] = False,
     device: Device = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Items per scorer call.")] = 8,
     max_seconds: Annotated[float, typer.Option(help="Reject audio longer than this many seconds.")] = 600.0,
@@ -61,6 +62,8 @@ def score(
     from rewards.models import ModelUnavailableError
     from rewards.registry import UnknownScorerError, build
 
+    if fast:
+        asr_decode, dnsmos_windowing = "batched", "fast"
     options = {
         "asr": {
             "backend": asr_backend, "model": asr_model, "decode": asr_decode, "beam_size": asr_beam_size,

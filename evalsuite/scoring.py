@@ -140,10 +140,11 @@ def score_items(
 
     writer = RowWriter(jsonl, keep)
     bar = _progress(len(items), len(items) - len(todo), progress)
+    timings = {"audio_io": 0.0, **{name: 0.0 for name in names}}
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            rows = _score_one_batch(batch, scorers, rate, limits)
+            rows = _score_one_batch(batch, scorers, rate, limits, timings)
             for row in rows:
                 writer.write(row)
                 if on_row is not None:
@@ -168,6 +169,7 @@ def score_items(
         "settings": final_settings,
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 3),
+        "seconds_by_stage": {k: round(v, 3) for k, v in timings.items()},  # this invocation's work only
     }
     write_json(out / SUMMARY_JSON, summary)
     write_json(run_file, {"source": source, "settings": final_settings})
@@ -175,10 +177,12 @@ def score_items(
 
 
 def _score_one_batch(
-    batch: Sequence[Item], scorers: Sequence[Scorer], rate: int | None, limits: AudioLimits
+    batch: Sequence[Item], scorers: Sequence[Scorer], rate: int | None, limits: AudioLimits,
+    timings: dict[str, float],
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     samples: list[Sample] = []
+    tick = time.perf_counter()
     for item in batch:
         audio, audio_error = _load(item, rate, limits)
         rows.append({
@@ -199,6 +203,7 @@ def _score_one_batch(
             reference=item.reference,
             meta=meta,
         ))
+    timings["audio_io"] += time.perf_counter() - tick
     for scorer in scorers:
         runnable = []
         for k, sample in enumerate(samples):
@@ -214,7 +219,9 @@ def _score_one_batch(
                 runnable.append(k)
         if not runnable:
             continue
+        tick = time.perf_counter()
         scores = _score_batch(scorer, [samples[k] for k in runnable])
+        timings[scorer.name] += time.perf_counter() - tick
         for k, score in zip(runnable, scores):
             row = rows[k]
             row[f"{scorer.name}.value"] = score.value

@@ -1,16 +1,18 @@
 """Speech quality: MOS-style predictions from DNSMOS, DistillMOS and UTMOS (all 1–5, higher is better, 16 kHz).
 
 Backends (``backends=("dnsmos", "distillmos")`` by default, both offline):
-    dnsmos      DNSMOS P.835 (SIG, BAK, OVRL) and P.808 (Reddy et al., ICASSP 2021/2022), the ONNX models shipped
-                in the PyPI package ``speechmos``. Windowing as Microsoft's reference ``dnsmos_local.py``: clips
-                shorter than 9.01 s are repeated (doubled) until they reach it, then 9.01 s windows at 1 s hops are
-                scored and averaged. ``dnsmos_windowing="fast"`` scores a subset of those same windows (the first
-                one for short clips; for long clips windows about 9 s apart covering the clip): about 1/9 of the
-                work on long clips and 1/k on short ones, with close but not identical numbers
+    dnsmos      DNSMOS P.835 (SIG, BAK, OVRL) and P.808 (Reddy et al., ICASSP 2021/2022), the ONNX models
+                shipped in the PyPI package ``speechmos``. Windowing exactly as Microsoft's reference
+                ``dnsmos_local.py``: clips shorter than 9.01 s are repeated (doubled) until they reach it, then
+                9.01 s windows at 1 s hops are scored and averaged. Like the reference, a window whose
+                float-computed end falls one sample short is skipped; that drops every window starting at 7 s or
+                later, so the reference DNSMOS of a clip depends on its first 16.01 s only.
+                ``dnsmos_windowing="fast"`` scores a subset of those same windows (the first one for short clips,
+                windows 9 s apart plus the last one for long clips): close, not identical numbers
                 (benchmarks/perf/score_throughput.py reports the agreement).
     distillmos  DistillMOS (Stahl & Gamper, 2025), weights shipped in the PyPI package ``distillmos``. Clips are cut
-                into the model's 7.68 s segments exactly as its own forward does; segments of many clips run in
-                one batch.
+                into the model's 7.68 s segments exactly as its own forward does; segments of several clips
+                share a forward pass on CUDA (on CPU one segment per pass measured fastest).
     utmos       UTMOS22 strong (Saeki et al., 2022), as URO-Bench and VocalBench use it. Its weights are NOT
                 bundled and cannot be downloaded offline: pass ``utmos_checkpoint`` (the SpeechMOS release file
                 ``utmos22_strong_step7459_v1.pt``) or put that file in the torch hub cache.
@@ -56,14 +58,15 @@ class QualityConfig:
         device: ``cpu`` or ``cuda`` (DistillMOS, UTMOS; DNSMOS runs on onnxruntime's CPU provider).
         dnsmos_windowing: ``reference`` (9.01 s windows at 1 s hops, as Microsoft's script) or ``fast``.
         utmos_checkpoint: path to the UTMOS22 strong checkpoint (file or directory).
-        distillmos_batch: DistillMOS segments per forward pass.
+        distillmos_batch: DistillMOS segments per forward pass; 0 = 1 on CPU (measured fastest there) and 16 on
+            CUDA.
     """
 
     backends: tuple[str, ...] = ("dnsmos", "distillmos")
     device: str = "cpu"
     dnsmos_windowing: str = "reference"
     utmos_checkpoint: str | None = None
-    distillmos_batch: int = 16
+    distillmos_batch: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backends", tuple(self.backends))
@@ -105,13 +108,22 @@ class _Dnsmos:
         while len(audio) < _DNSMOS_WINDOW:
             audio = np.append(audio, audio)
         n_hops = int(np.floor(len(audio) / SAMPLE_RATE) - DNSMOS_WINDOW_SECONDS) + 1
-        starts = list(range(n_hops))
-        if fast:
-            # Short clips: the first window of the repeated clip already holds all of it. Long clips: every 9th
-            # one-second start (non-overlapping windows) plus the last one, so the end is covered.
-            starts = [0] if short else sorted(set(starts[::9]) | {starts[-1]})
-        segments = [audio[s * SAMPLE_RATE : s * SAMPLE_RATE + _DNSMOS_WINDOW] for s in starts]
-        return [s for s in segments if len(s) == _DNSMOS_WINDOW]
+        # The reference computes each window's end in floating point: for many starts int((s + 9.01) * 16000)
+        # rounds down to one sample short, and it then skips that window. We keep exactly the windows it keeps.
+        starts = [s for s in range(n_hops)
+                  if int((s + DNSMOS_WINDOW_SECONDS) * SAMPLE_RATE) - s * SAMPLE_RATE == _DNSMOS_WINDOW]
+        if fast and starts:
+            # Short clips: the first window of the repeated clip already holds all of it. Long clips: windows at
+            # least 9 s apart (no overlap) plus the last one, so the end is covered.
+            picked = [starts[0]]
+            if not short:
+                for s in starts[1:]:
+                    if s - picked[-1] >= 9:
+                        picked.append(s)
+                if picked[-1] != starts[-1]:
+                    picked.append(starts[-1])
+            starts = picked
+        return [audio[s * SAMPLE_RATE : s * SAMPLE_RATE + _DNSMOS_WINDOW] for s in starts]
 
     @staticmethod
     def _melspec(segment: np.ndarray) -> np.ndarray:
@@ -222,6 +234,11 @@ class QualityScorer:
                 )
         return self._models[backend]
 
+    def _distillmos_batch(self) -> int:
+        if self.config.distillmos_batch > 0:
+            return self.config.distillmos_batch
+        return 16 if self.config.device.startswith("cuda") else 1
+
     def info(self) -> ScorerInfo:
         settings: dict[str, Any] = asdict(self.config)
         settings["backends"] = list(self.config.backends)
@@ -258,13 +275,13 @@ class QualityScorer:
             model = self._model(backend)
             if backend == "distillmos":
                 try:
-                    for k, value in enumerate(model(audios, cfg.distillmos_batch)):
+                    for k, value in enumerate(model(audios, self._distillmos_batch())):
                         metrics[k]["distillmos"] = value
                 except RuntimeError:
                     # One bad item must not sink the batch: retry one by one to find it.
                     for k, audio in enumerate(audios):
                         try:
-                            metrics[k]["distillmos"] = model([audio], cfg.distillmos_batch)[0]
+                            metrics[k]["distillmos"] = model([audio], self._distillmos_batch())[0]
                         except RuntimeError as e:
                             errors[k].append(f"distillmos: {' '.join(str(e).split())}")
                 continue

@@ -73,3 +73,19 @@ def spoken_dir(tmp_path_factory) -> Path:
 def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report():
+    """Record a measured figure; all of them are printed at the end of the run (``measured figures``)."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

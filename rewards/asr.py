@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from rewards.audio import AudioError, at_rate, check_duration
-from rewards.base import Sample, Score, ScorerInfo
+from rewards.base import Sample, Score, ScorerInfo, one_line
 from rewards.models import ModelUnavailableError, cached, package_dir, verified_file
 from rewards.text import error_rate_reward, error_rates
 
@@ -140,7 +140,7 @@ def _load_faster_whisper(cfg: AsrConfig) -> _Loaded:
         )
     except Exception as e:
         raise ModelUnavailableError(
-            f"cannot load faster-whisper model {path!r}: {' '.join(str(e).split())}. Give a local CTranslate2 "
+            f"cannot load faster-whisper model {path!r}: {one_line(e)}. Give a local CTranslate2 "
             "model directory, or leave --asr-model unset for the packaged tiny.en"
         ) from e
     return _Loaded(model, model_id, {"compute_type": model.model.compute_type})
@@ -161,7 +161,7 @@ def _load_openai_whisper(cfg: AsrConfig) -> _Loaded:
             model = whisper.load_model(name, device=cfg.device)
     except Exception as e:
         raise ModelUnavailableError(
-            f"cannot load openai-whisper model {name!r}: {' '.join(str(e).split())}. On a machine without "
+            f"cannot load openai-whisper model {name!r}: {one_line(e)}. On a machine without "
             "internet give a local .pt checkpoint (--asr-model PATH); `wavalign convert-whisper` makes one "
             "from a CTranslate2 model such as the packaged tiny.en"
         ) from e

@@ -19,6 +19,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from rewards.base import one_line
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
 
@@ -141,7 +143,7 @@ def load_audio(
     try:
         info = sf.info(str(path))
     except Exception as e:  # libsndfile raises several types for corrupt or unknown formats
-        raise AudioError("unreadable", f"cannot decode {path.name}: {_one_line(e)}") from e
+        raise AudioError("unreadable", f"cannot decode {path.name}: {one_line(e)}") from e
     if info.samplerate > 0 and info.frames / info.samplerate > limits.max_seconds:
         raise AudioError(
             "too_long", f"{info.frames / info.samplerate:.1f} s is longer than the cap {limits.max_seconds:g} s"
@@ -149,7 +151,7 @@ def load_audio(
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
-        raise AudioError("unreadable", f"cannot decode {path.name}: {_one_line(e)}") from e
+        raise AudioError("unreadable", f"cannot decode {path.name}: {one_line(e)}") from e
     samples = to_mono(data)
     warnings = validate(samples, sample_rate, limits)
     if target_sr is not None and target_sr != sample_rate:
@@ -161,7 +163,3 @@ def load_audio(
 def at_rate(samples: np.ndarray, sample_rate: int, target_sr: int) -> np.ndarray:
     """``samples`` at ``target_sr``: a no-op when the rate already matches (the runner usually pre-resamples)."""
     return resample(samples, sample_rate, target_sr) if sample_rate != target_sr else samples
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

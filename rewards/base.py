@@ -103,6 +103,11 @@ class Scorer(Protocol):
     def info(self) -> ScorerInfo: ...
 
 
+def one_line(error: BaseException) -> str:
+    """An exception as one line of text (per-item error messages end up in CSV cells and one-line CLI errors)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def missing_inputs(sample: Sample, requires: frozenset[str]) -> list[str]:
     """The required fields that ``sample`` lacks (empty strings count as missing)."""
     missing = []

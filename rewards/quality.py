@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rewards.audio import AudioError, at_rate, check_duration
-from rewards.base import Sample, Score, ScorerInfo
+from rewards.base import Sample, Score, ScorerInfo, one_line
 from rewards.models import ModelUnavailableError, cached, package_dir, verified_file
 
 SAMPLE_RATE = 16000
@@ -361,7 +361,7 @@ class QualityScorer:
                         try:
                             metrics[k]["distillmos"] = model([audio], self._distillmos_batch())[0]
                         except RuntimeError as e:
-                            errors[k].append(f"distillmos: {' '.join(str(e).split())}")
+                            errors[k].append(f"distillmos: {one_line(e)}")
                 continue
             for k, audio in enumerate(audios):
                 try:
@@ -370,7 +370,7 @@ class QualityScorer:
                     else:
                         metrics[k]["utmos"] = model(audio)
                 except Exception as e:  # an inference failure on one item is that item's error
-                    errors[k].append(f"{backend}: {' '.join(str(e).split())}")
+                    errors[k].append(f"{backend}: {one_line(e)}")
         headline = HEADLINE[cfg.backends[0]]
         for k, i in enumerate(todo):
             mos = metrics[k][headline]

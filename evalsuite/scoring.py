@@ -113,6 +113,9 @@ def score_items(
         RunConflictError: ``out_dir`` has results from different scorers or settings (and not ``overwrite``).
     """
     started = time.perf_counter()
+    names = [s.name for s in scorers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"each scorer can run once per run; got {', '.join(names)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / SCORES_JSONL
@@ -131,7 +134,6 @@ def score_items(
     done_rows, keep = read_rows(jsonl)
     done = {row["id"] for row in done_rows}
     todo = [item for item in items if item.id not in done]
-    names = [s.name for s in scorers]
     for scorer in scorers:  # load models up front: a missing model is one clear error, before any work
         prepare = getattr(scorer, "prepare", None)
         if prepare is not None and todo:
@@ -154,9 +156,9 @@ def score_items(
         writer.close()
         bar.close()
 
-    all_rows, _ = read_rows(jsonl)
+    # The table and summary describe this input: rows of items no longer in it stay in scores.jsonl only.
     order = {item.id: k for k, item in enumerate(items)}
-    all_rows.sort(key=lambda r: order.get(r["id"], len(order)))
+    all_rows = sorted((r for r in read_rows(jsonl)[0] if r["id"] in order), key=lambda r: order[r["id"]])
     cols = columns(all_rows, names)
     write_csv(out / SCORES_CSV, all_rows, cols)
     final_settings = _settings(scorers, limits)  # now with resolved model ids

@@ -139,6 +139,21 @@ def test_resume_skips_done_rows_and_drops_a_torn_line(tmp_path):
     assert [r["id"] for r in _rows(out)] == ["a00", "a01", "a02", "a03"]
 
 
+def test_table_describes_the_current_input_only(tmp_path):
+    root = _folder(tmp_path, 3)
+    out = tmp_path / "out"
+    score_items(load_items(root), [build("loudness")], out, progress=False)
+    (root / "a01.wav").unlink()
+    result = score_items(load_items(root), [build("loudness")], out, progress=False)
+    assert result.n_items == 2 and result.summary["metrics"]["loudness.value"]["n_scored"] == 2
+    assert len(_rows(out)) == 3  # the JSONL keeps everything ever scored
+
+
+def test_a_scorer_runs_once_per_run(tmp_path):
+    with pytest.raises(ValueError, match="once"):
+        score_items(load_items(_folder(tmp_path, 1)), [build("loudness"), build("loudness")], tmp_path / "o")
+
+
 def test_resume_refuses_other_settings(tmp_path):
     root = _folder(tmp_path, 1)
     out = tmp_path / "out"

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from rewards.audio import AudioError, at_rate, check_duration
+from rewards.audio import usable_audio
 from rewards.base import Sample, Score, ScorerInfo, one_line
 from rewards.models import ModelUnavailableError, cached, package_dir, verified_file
 from rewards.text import error_rate_reward, error_rates
@@ -310,21 +310,10 @@ class AsrScorer:
 
     # -- scoring ---------------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample]) -> list[Score]:
-        results: list[Score | None] = [None] * len(samples)
-        todo, audios, languages = [], [], []
-        for i, sample in enumerate(samples):
-            if sample.audio is None:
-                results[i] = Score.failed("missing input: audio")
-                continue
-            audio = at_rate(sample.audio, sample.sample_rate, SAMPLE_RATE)
-            try:
-                check_duration(audio, SAMPLE_RATE, self.min_seconds, self.name)
-            except AudioError as e:
-                results[i] = Score.failed(str(e))
-                continue
-            todo.append(i)
-            audios.append(audio)
-            languages.append(sample.meta.get("language") or self.config.language)
+        todo, audios, problems = usable_audio(samples, SAMPLE_RATE, self.min_seconds, self.name)
+        results: list[Score | None] = [Score.failed(problems[i]) if i in problems else None
+                                       for i in range(len(samples))]
+        languages = [samples[i].meta.get("language") or self.config.language for i in todo]
         if todo:
             for i, transcript, lang in zip(todo, self.transcribe(audios, languages), languages):
                 results[i] = self._compare(samples[i], transcript, lang)

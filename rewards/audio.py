@@ -11,6 +11,7 @@ warnings unless the limits say otherwise.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from rewards.base import one_line
+from rewards.base import Sample, one_line
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
@@ -127,6 +128,27 @@ def check_duration(audio: np.ndarray, sample_rate: int, min_seconds: float, scor
     duration = len(audio) / sample_rate
     if duration < min_seconds:
         raise AudioError("too_short", f"{duration:.3f} s is shorter than {scorer}'s minimum {min_seconds:g} s")
+
+
+def usable_audio(
+    samples: Sequence[Sample], sample_rate: int, min_seconds: float, scorer: str
+) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
+    """What a scorer can run on: indices and waveforms (at ``sample_rate``) of the samples with long-enough
+    audio, and for the others the reason they cannot be scored."""
+    indices, audios, problems = [], [], {}
+    for i, sample in enumerate(samples):
+        if sample.audio is None:
+            problems[i] = "missing input: audio"
+            continue
+        audio = at_rate(sample.audio, sample.sample_rate, sample_rate)
+        try:
+            check_duration(audio, sample_rate, min_seconds, scorer)
+        except AudioError as e:
+            problems[i] = str(e)
+            continue
+        indices.append(i)
+        audios.append(audio)
+    return indices, audios, problems
 
 
 def load_audio(

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rewards.audio import AudioError, at_rate, check_duration
+from rewards.audio import usable_audio
 from rewards.base import Sample, Score, ScorerInfo, one_line
 from rewards.models import ModelUnavailableError, cached, package_dir, verified_file
 
@@ -332,21 +332,9 @@ class QualityScorer:
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         cfg = self.config
-        results: list[Score | None] = [None] * len(samples)
-        todo: list[int] = []
-        audios: list[np.ndarray] = []
-        for i, sample in enumerate(samples):
-            if sample.audio is None:
-                results[i] = Score.failed("missing input: audio")
-                continue
-            audio = at_rate(sample.audio, sample.sample_rate, SAMPLE_RATE)
-            try:
-                check_duration(audio, SAMPLE_RATE, self.min_seconds, self.name)
-            except AudioError as e:
-                results[i] = Score.failed(str(e))
-                continue
-            todo.append(i)
-            audios.append(audio)
+        todo, audios, problems = usable_audio(samples, SAMPLE_RATE, self.min_seconds, self.name)
+        results: list[Score | None] = [Score.failed(problems[i]) if i in problems else None
+                                       for i in range(len(samples))]
         metrics: list[dict[str, Any]] = [{m: None for b in cfg.backends for m in METRICS[b]} for _ in todo]
         errors: list[list[str]] = [[] for _ in todo]
         for backend in cfg.backends:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,6 @@ def score_items(
     limits: AudioLimits = AudioLimits(),
     overwrite: bool = False,
     progress: bool = True,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Score ``items`` into ``out_dir`` (scores.jsonl, scores.csv, summary.json), resuming what is there.
 
@@ -149,8 +148,6 @@ def score_items(
             rows = _score_one_batch(batch, scorers, rate, limits, timings)
             for row in rows:
                 writer.write(row)
-                if on_row is not None:
-                    on_row(row)
             bar.update(len(batch))
     finally:
         writer.close()

@@ -47,6 +47,7 @@ def score(
     quality_backends: Annotated[str, typer.Option(help="Comma-separated: dnsmos, distillmos, utmos.")] = "dnsmos,distillmos",
     dnsmos_windowing: Annotated[str, typer.Option(help="reference (9.01 s windows, 1 s hops) or fast.")] = "reference",
     utmos_checkpoint: Annotated[str | None, typer.Option(help="UTMOS22 strong checkpoint (utmos22_strong_step7459_v1.pt).")] = None,
+    composite_config: Annotated[Path | None, typer.Option(help="YAML config of the composite reward (for --scorers composite).")] = None,
     fast: Annotated[bool, typer.Option(help="Shortcut for --asr-decode batched --dnsmos-windowing fast (close to, not identical with, the reference numbers).")] = False,
     device: Device = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Items per scorer call.")] = 8,
@@ -76,6 +77,12 @@ def score(
         },
     }
     try:
+        if "composite" in _split(scorers):
+            if composite_config is None:
+                _fail("--scorers composite needs --composite-config FILE.yaml (weights and components)")
+            from rewards.composite import CompositeConfig
+
+            options["composite"] = {"config": CompositeConfig.from_yaml(composite_config)}
         items = load_items(path)
         built = [build(name, **options.get(name, {})) for name in _split(scorers)]
         if not built:

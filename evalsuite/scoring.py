@@ -30,7 +30,7 @@ from evalsuite.results import (
     write_json,
 )
 from rewards.audio import Audio, AudioError, AudioLimits, load_audio
-from rewards.base import Sample, Score, Scorer, missing_inputs, one_line
+from rewards.base import Sample, Scorer, score_each
 
 
 class RunConflictError(ValueError):
@@ -61,24 +61,6 @@ def _load(item: Item, rate: int | None, limits: AudioLimits) -> tuple[Audio | No
         return None, str(e)
 
 
-def _score_batch(scorer: Scorer, samples: Sequence[Sample]) -> list[Score]:
-    """Scores for a batch; when the scorer raises, retry one by one so only the culprit fails."""
-    try:
-        scores = scorer.score(samples)
-        if len(scores) == len(samples):
-            return scores
-    except Exception:  # noqa: BLE001 - isolate the bad item below; model-loading errors surface in prepare()
-        pass
-    out = []
-    for sample in samples:
-        try:
-            (score,) = scorer.score([sample])
-            out.append(score)
-        except Exception as e:  # noqa: BLE001 - one item's failure, recorded with its reason
-            out.append(Score.failed(f"{type(e).__name__}: {one_line(e)}"))
-    return out
-
-
 def _settings(scorers: Sequence[Scorer], limits: AudioLimits) -> dict[str, Any]:
     return {
         "scorers": {s.name: s.info().as_dict() for s in scorers},
@@ -86,13 +68,16 @@ def _settings(scorers: Sequence[Scorer], limits: AudioLimits) -> dict[str, Any]:
     }
 
 
-def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings that decide the numbers (resolved model details are added only after loading)."""
-    out = {}
-    for name, info in settings["scorers"].items():
-        out[name] = {k: v for k, v in info["settings"].items() if k not in ("model_id", "compute_type", "models")}
-        out[name]["version"] = info["version"]
-    return {"scorers": out, "audio_limits": settings["audio_limits"]}
+_RESOLVED = frozenset({"model_id", "compute_type", "models"})  # filled in when models load, not chosen by the user
+
+
+def _comparable(settings: Any) -> Any:
+    """Settings that decide the numbers: everything but what model loading resolves, at any depth."""
+    if isinstance(settings, dict):
+        return {k: _comparable(v) for k, v in settings.items() if k not in _RESOLVED}
+    if isinstance(settings, list):
+        return [_comparable(v) for v in settings]
+    return settings
 
 
 def score_items(
@@ -204,22 +189,19 @@ def _score_one_batch(
         ))
     timings["audio_io"] += time.perf_counter() - tick
     for scorer in scorers:
+        # Items whose audio failed to load are failed here for the scorers that need audio; the rest go through
+        # score_each, which fails items lacking other inputs and isolates an item that makes the scorer raise.
         runnable = []
-        for k, sample in enumerate(samples):
-            missing = missing_inputs(sample, scorer.requires)
-            row = rows[k]
+        for k, row in enumerate(rows):
             if row["audio.error"] and "audio" in scorer.requires:
                 row[f"{scorer.name}.value"] = None
                 row[f"{scorer.name}.error"] = f"audio {row['audio.error']}"
-            elif missing:
-                row[f"{scorer.name}.value"] = None
-                row[f"{scorer.name}.error"] = f"missing input: {', '.join(missing)}"
             else:
                 runnable.append(k)
         if not runnable:
             continue
         tick = time.perf_counter()
-        scores = _score_batch(scorer, [samples[k] for k in runnable])
+        scores = score_each(scorer, [samples[k] for k in runnable])
         timings[scorer.name] += time.perf_counter() - tick
         for k, score in zip(runnable, scores):
             row = rows[k]

@@ -116,3 +116,41 @@ def missing_inputs(sample: Sample, requires: frozenset[str]) -> list[str]:
         if value is None or (isinstance(value, str) and not value.strip()):
             missing.append(name)
     return missing
+
+
+def score_each(scorer: Scorer, samples: Sequence[Sample]) -> list[Score]:
+    """One Score per sample from ``scorer``, whatever goes wrong with single items.
+
+    A sample lacking an input the scorer requires fails alone; a batch that raises is retried item by item so only
+    the culprit fails, with the exception as its reason. A missing model is no item's fault: it propagates.
+    """
+    from rewards.models import ModelUnavailableError
+
+    out: list[Score | None] = [None] * len(samples)
+    todo = []
+    for i, sample in enumerate(samples):
+        missing = missing_inputs(sample, frozenset(scorer.requires))
+        if missing:
+            out[i] = Score.failed(f"missing input: {', '.join(missing)}")
+        else:
+            todo.append(i)
+    if not todo:
+        return out  # type: ignore[return-value]
+    try:
+        scores = list(scorer.score([samples[i] for i in todo]))
+    except ModelUnavailableError:
+        raise
+    except Exception:  # noqa: BLE001 - isolate the bad item below
+        scores = []
+    if len(scores) == len(todo):
+        for i, score in zip(todo, scores):
+            out[i] = score
+        return out  # type: ignore[return-value]
+    for i in todo:
+        try:
+            (out[i],) = scorer.score([samples[i]])
+        except ModelUnavailableError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one item's failure, recorded with its reason
+            out[i] = Score.failed(f"{type(e).__name__}: {one_line(e)}")
+    return out  # type: ignore[return-value]

@@ -15,6 +15,7 @@ SCORERS: dict[str, str] = {
     "asr": "rewards.asr:AsrScorer",
     "quality": "rewards.quality:QualityScorer",
     "loudness": "rewards.loudness:LoudnessScorer",
+    "composite": "rewards.composite:CompositeScorer",
 }
 
 

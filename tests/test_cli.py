@@ -90,3 +90,23 @@ def test_console_script_scores_the_bundled_example(tmp_path):
     assert summary["metrics"]["quality.distillmos"]["n_scored"] == 6
     assert summary["settings"]["scorers"]["asr"]["settings"]["model_id"].startswith("whisper-tiny.en")
     assert "asr.wer_consistency" in done.stdout  # the summary table
+
+
+def test_composite_reward_from_a_yaml_config(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", tone(1.0, amp=0.1), 16000)
+    config = tmp_path / "reward.yaml"
+    config.write_text("components:\n  - {scorer: loudness, range: [-60, 0], weight: 1}\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["score", str(src), "-o", str(out), "--scorers", "composite",
+                                 "--composite-config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert row["composite.value"] == pytest.approx((row["composite.loudness.raw"] + 60) / 60)
+    missing = runner.invoke(app, ["score", str(src), "-o", str(out), "--scorers", "composite", "--no-progress"])
+    assert missing.exit_code == 2 and "--composite-config" in missing.output
+    config.write_text("components:\n  - {scorer: loudness, wieght: 1}\n")
+    typo = runner.invoke(app, ["score", str(src), "-o", str(tmp_path / "o2"), "--scorers", "composite",
+                               "--composite-config", str(config), "--no-progress"])
+    assert typo.exit_code == 2 and "did you mean 'weight'" in typo.output

@@ -47,6 +47,13 @@ def score(
     quality_backends: Annotated[str, typer.Option(help="Comma-separated: dnsmos, distillmos, utmos.")] = "dnsmos,distillmos",
     dnsmos_windowing: Annotated[str, typer.Option(help="reference (9.01 s windows, 1 s hops) or fast.")] = "reference",
     utmos_checkpoint: Annotated[str | None, typer.Option(help="UTMOS22 strong checkpoint (utmos22_strong_step7459_v1.pt).")] = None,
+    judge_backend: Annotated[str, typer.Option(help="LLM judge backend: openai (any OpenAI-compatible endpoint).")] = "openai",
+    judge_rubric: Annotated[str, typer.Option(help="open, qa, reference_0_5, pairwise, spoken_holistic, semantic, paralinguistic.")] = "open",
+    judge_model: Annotated[str | None, typer.Option(help="Judge model name as the endpoint knows it.")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="Endpoint base URL (default $OPENAI_BASE_URL or OpenAI's).")] = None,
+    judge_api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (never written anywhere).")] = "OPENAI_API_KEY",
+    judge_n: Annotated[int, typer.Option(min=1, help="Judgments per item, aggregated by mean.")] = 1,
+    judge_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
     composite_config: Annotated[Path | None, typer.Option(help="YAML config of the composite reward (for --scorers composite).")] = None,
     fast: Annotated[bool, typer.Option(help="Shortcut for --asr-decode batched --dnsmos-windowing fast (close to, not identical with, the reference numbers).")] = False,
     device: Device = "cpu",
@@ -76,6 +83,11 @@ def score(
             "utmos_checkpoint": utmos_checkpoint, "device": device,
         },
     }
+    judge = {"backend": judge_backend, "rubric": judge_rubric, "model": judge_model or "",
+             "api_key_env": judge_api_key_env, "n": judge_n, "concurrency": judge_concurrency}
+    if judge_base_url:
+        judge["base_url"] = judge_base_url
+    options["judge"] = judge
     try:
         if "composite" in _split(scorers):
             if composite_config is None:

@@ -16,6 +16,7 @@ SCORERS: dict[str, str] = {
     "quality": "rewards.quality:QualityScorer",
     "loudness": "rewards.loudness:LoudnessScorer",
     "composite": "rewards.composite:CompositeScorer",
+    "judge": "rewards.judge:JudgeScorer",
 }
 
 

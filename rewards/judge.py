@@ -1,0 +1,643 @@
+"""LLM-as-a-judge: a chat model scores each answer with a rubric from `rewards.rubrics`.
+
+Backend ``openai``: any OpenAI-compatible ``POST {base_url}/chat/completions`` endpoint (OpenAI, Gemini's
+OpenAI-compatible endpoint, vLLM, SGLang, llama.cpp server), over the standard library's HTTP client. The API key
+is read from an environment variable (``api_key_env``, default ``OPENAI_API_KEY``) at request time only; it is
+never stored on the scorer and never written to results, errors or the cache. Servers on loopback usually need no
+key; any other host does (`JudgeScorer.prepare` says so before work starts).
+
+How one item is judged. The rubric renders the prompt, the response and the reference as delimited data blocks
+(see `rewards.rubrics`); with ``audio`` (or a rubric that needs it) the response's waveform is attached as a base64
+WAV ``input_audio`` part. The judge is asked ``n`` times (sample k carries ``seed + k`` when a seed is set; n > 1
+makes sense with temperature > 0), each answer is parsed strictly, and the parsed values are aggregated by
+``mean`` or ``majority`` (most frequent value; a tie between values gives their mean). ``pairwise`` compares
+``sample.text`` (A) with ``sample.meta["text_b"]`` (B) twice, once in each order: a verdict that survives the swap
+is a win (1), loss (0) or tie (0.5) for A; verdicts that flip with the order are position bias and count as a tie.
+
+Failures never become numbers: an unreachable server, exhausted retries or an answer that cannot be parsed give
+``Score(value=None, error=reason)`` with the raw answer kept; if only some of the n samples fail, the rest are
+aggregated and ``error`` says how many failed. A refused key, a missing model or a redirect (HTTP 401/403/404/3xx)
+is no item's fault: it raises `JudgeUnavailableError` and stops the run.
+
+Requests run in a thread pool (``concurrency`` in flight at most, across all items, orders and samples of a
+batch). Transient failures (HTTP 408/409/425/429/5xx, timeouts, dropped connections, malformed JSON) are retried
+``max_retries`` times with exponential backoff and full jitter, honouring ``Retry-After``; an answer that does not
+parse is asked again ``parse_retries`` times. ``timeout_s`` is the socket timeout of one request.
+
+Cache: one JSON file per request under ``cache_dir`` (``<key[:2]>/<key>.json``, written atomically), holding the
+judge's raw answer. The key is the sha256 of backend, endpoint host and path, model, rubric name and hash,
+temperature, top_p, the request's seed, max_tokens, the sample index k and the exact messages (audio included).
+``n`` is deliberately not in the key: sample k's request does not depend on n, so raising n from 3 to 5 pays only
+for two new samples. Only answers that parse are cached, and a cached answer is parsed again when read.
+
+Score: ``value`` is the aggregated score mapped to [0, 1] by the rubric range ((s − lo) / (hi − lo); yes = 1,
+no = 0; pairwise win = 1, tie = 0.5, loss = 0). Metrics: ``score`` (aggregated, on the rubric's scale),
+``samples`` (parsed value per sample, None where it failed), ``raw`` (the judge's answers, each cut to
+2000 characters), ``rubric``, ``rubric_hash``, ``cached`` (every answer came from the cache); pairwise adds
+``verdict`` (win / lose / tie) and ``verdicts`` (per sample, the outcome for A in each order).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import io
+import ipaddress
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import wave
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from rewards.audio import at_rate
+from rewards.base import Sample, Score, ScorerInfo, missing_inputs, one_line
+from rewards.models import ModelUnavailableError
+from rewards.rubrics import RUBRICS, Rubric
+
+BACKENDS = ("openai", "hf", "reference")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_CACHE_DIR = "~/.cache/wavalign/judge"
+AGGREGATES = ("mean", "majority")
+MAX_RAW_CHARS = 2000
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+_FATAL_STATUS = frozenset({401, 403, 404})
+_ERROR_BODY_CHARS = 300
+
+
+class JudgeUnavailableError(ModelUnavailableError, ValueError):
+    """The judge cannot be used at all (no key for a remote endpoint, key refused, unknown model, redirect)."""
+
+
+def _default_base_url() -> str:
+    return os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Settings of the judge scorer (those that decide the numbers are recorded with the results).
+
+    Attributes:
+        backend: ``openai`` (any OpenAI-compatible chat-completions server); ``hf`` and ``reference`` are planned.
+        rubric: a name in `rewards.rubrics.RUBRICS` or a `Rubric`.
+        model: the judge model as the server names it (``gpt-4o-mini``, ``gemini-2.0-flash``, a vLLM model id).
+        base_url: the API root, up to and including ``/v1``; default $OPENAI_BASE_URL, else OpenAI's.
+        api_key_env: the environment variable holding the API key (the key itself is never a setting).
+        temperature: sampling temperature (0 = as deterministic as the server allows).
+        top_p: nucleus sampling; None = the server's default (not sent).
+        seed: sent as ``seed + k`` for sample k; None = not sent.
+        max_tokens: cap on the judge's answer length.
+        n: judge samples per item (and per order, for pairwise).
+        aggregate: ``mean`` or ``majority`` over the n samples.
+        concurrency: requests in flight at most.
+        timeout_s: socket timeout of one request.
+        max_retries: retries of a request after a transient failure (429, 5xx, timeout, connection, bad JSON).
+        backoff_base_s: first backoff; attempt a waits up to min(cap, base * 2**a), with full jitter.
+        backoff_cap_s: longest wait between attempts (also caps Retry-After).
+        parse_retries: times an unparsable answer is asked again.
+        cache_dir: where judge answers are cached (one JSON file per request); None disables the cache.
+        audio: attach the response's audio (a WAV ``input_audio`` part); on by itself for rubrics that need it.
+        audio_sample_rate: rate of the attached WAV (16 kHz suits the audio LLMs we know of).
+    """
+
+    backend: str = "openai"
+    rubric: str | Rubric = "open"
+    model: str = ""
+    base_url: str = field(default_factory=_default_base_url)
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    top_p: float | None = None
+    seed: int | None = None
+    max_tokens: int = 512
+    n: int = 1
+    aggregate: str = "mean"
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    parse_retries: int = 2
+    cache_dir: str | None = DEFAULT_CACHE_DIR
+    audio: bool = False
+    audio_sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if self.backend in ("hf", "reference"):
+            raise ValueError(
+                f"judge backend '{self.backend}' is not implemented yet; use backend='openai' (any "
+                "OpenAI-compatible server, including a local vLLM, SGLang or llama.cpp server)"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(f"judge backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if isinstance(self.rubric, str) and self.rubric not in RUBRICS:
+            import difflib
+
+            close = difflib.get_close_matches(self.rubric, RUBRICS, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown judge rubric '{self.rubric}'{hint} (known: {', '.join(RUBRICS)})")
+        if not isinstance(self.rubric, (str, Rubric)):
+            raise ValueError(f"rubric must be a rubric name or a Rubric, got {type(self.rubric).__name__}")
+        if not self.model.strip():
+            raise ValueError("the judge needs a model: model='gpt-4o-mini' (or the name your server serves)")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"judge base_url must be an http(s) URL, got {public_url(self.base_url)!r}")
+        if not self.api_key_env.strip():
+            raise ValueError("api_key_env must name an environment variable")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+        for name in ("n", "concurrency", "max_tokens", "audio_sample_rate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_retries", "parse_retries", "backoff_base_s", "backoff_cap_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.resolved_rubric.kind == "pairwise" and self.uses_audio:
+            raise ValueError("pairwise judging with audio is not supported (it would need two clips per item)")
+
+    @property
+    def resolved_rubric(self) -> Rubric:
+        return RUBRICS[self.rubric] if isinstance(self.rubric, str) else self.rubric
+
+    @property
+    def uses_audio(self) -> bool:
+        return self.audio or self.resolved_rubric.needs_audio
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment (where credentials could hide)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (local servers usually need no API key)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def wav_base64(audio: np.ndarray, sample_rate: int) -> str:
+    """Mono float audio as a base64 16-bit PCM WAV file."""
+    pcm = np.clip(np.nan_to_num(np.asarray(audio, dtype=np.float32)), -1.0, 1.0)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes((pcm * 32767).round().astype("<i2").tobytes())
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= MAX_RAW_CHARS else text[:MAX_RAW_CHARS] + " …[truncated]"
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would resend the Authorization header to wherever it points: refuse it instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class _Permanent(Exception):
+    """This request cannot succeed (e.g. HTTP 400 for this item), but others may."""
+
+
+class _Fatal(Exception):
+    """No request can succeed: stop the run."""
+
+
+# -- cache --------------------------------------------------------------------------------------------------------
+class JudgeCache:
+    """One JSON file per request key under ``root``; writes go to a temporary file, then an atomic rename."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> str | None:
+        try:
+            record = json.loads(self.path(key).read_text(encoding="utf-8"))
+            raw = record["raw"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return raw if isinstance(raw, str) else None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        target = self.path(key)
+        tmp = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(record, f, ensure_ascii=False)
+            os.replace(tmp, target)
+        except OSError:
+            # A cache that cannot be written costs money on the next run, not correctness now.
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+
+# -- the scorer ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Request:
+    item: int
+    order: int  # 0: A = sample.text; 1 (pairwise only): the answers swapped
+    k: int  # sample index
+    messages: list[dict[str, Any]]
+    seed: int | None
+
+
+@dataclass
+class _Answer:
+    value: float | str | None  # parsed: a number, or "A" / "B" / "tie"
+    raw: str | None
+    reason: str | None
+    cached: bool = False
+
+
+class JudgeScorer:
+    """A chat model's rubric score for each item; ``value`` in [0, 1] (see the module docstring)."""
+
+    name = "judge"
+    version = "1"
+    higher_is_better = True
+
+    def __init__(self, config: JudgeConfig | None = None, **overrides: Any):
+        self.config = replace(config, **overrides) if config is not None else JudgeConfig(**overrides)
+        self.rubric = self.config.resolved_rubric
+        self.requires = self.rubric.requires | ({"audio"} if self.config.uses_audio else frozenset())
+        self.sample_rate = self.config.audio_sample_rate
+        self._cache = JudgeCache(self.config.cache_dir) if self.config.cache_dir else None
+        self._url = public_url(self.config.base_url) + "/chat/completions"
+        handlers: list[Any] = [_NoRedirect()]
+        if is_loopback(self.config.base_url):
+            handlers.append(urllib.request.ProxyHandler({}))  # a proxy cannot reach this machine's servers
+        self._opener = urllib.request.build_opener(*handlers)
+        self._served: set[str] = set()
+        self._lock = threading.Lock()
+        self._abort: str | None = None
+
+    # -- setup and metadata ------------------------------------------------------------------------------------
+    def _key(self) -> str | None:
+        return os.environ.get(self.config.api_key_env) or None
+
+    def prepare(self) -> None:
+        """Fail early, with one clear line, when a remote judge has no API key."""
+        if self._key() is None and not is_loopback(self.config.base_url):
+            raise JudgeUnavailableError(
+                f"the judge at {public_url(self.config.base_url)} needs an API key: set the environment variable "
+                f"{self.config.api_key_env} (or api_key_env=... to name another one)"
+            )
+
+    def info(self) -> ScorerInfo:
+        cfg, rubric = self.config, self.rubric
+        settings: dict[str, Any] = {
+            "backend": cfg.backend,
+            "model": cfg.model,
+            "base_url": public_url(cfg.base_url),
+            "api_key_env": cfg.api_key_env,
+            "rubric": rubric.name,
+            "rubric_version": rubric.version,
+            "rubric_hash": rubric.hash,
+            "rubric_kind": rubric.kind,
+            "score_range": list(rubric.score_range),
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": cfg.seed,
+            "max_tokens": cfg.max_tokens,
+            "n": cfg.n,
+            "aggregate": cfg.aggregate,
+            "audio": cfg.uses_audio,
+            "audio_sample_rate": cfg.audio_sample_rate if cfg.uses_audio else None,
+            "parse_retries": cfg.parse_retries,
+        }
+        if rubric.kind == "pairwise":
+            settings["position_swap"] = "both orders; a verdict that flips with the order counts as a tie"
+        with self._lock:
+            # What the server says it ran (e.g. a dated snapshot); resolved, so not compared on resume.
+            settings["model_id"] = ", ".join(sorted(self._served)) or None
+        return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, settings)
+
+    # -- scoring -----------------------------------------------------------------------------------------------
+    def score(self, samples: Sequence[Sample]) -> list[Score]:
+        self.prepare()
+        self._abort = None
+        results: list[Score | None] = [None] * len(samples)
+        plans: dict[int, list[_Request]] = {}
+        for i, sample in enumerate(samples):
+            try:
+                plans[i] = self._plan(i, sample)
+            except ValueError as e:
+                results[i] = Score.failed(one_line(e))
+        flat = [req for plan in plans.values() for req in plan]
+        try:
+            answers = self._ask_all(flat)
+        except _Fatal as e:
+            raise JudgeUnavailableError(str(e)) from None
+        by_request = {id(req): answer for req, answer in zip(flat, answers)}
+        for i, plan in plans.items():
+            results[i] = self._combine([(req, by_request[id(req)]) for req in plan])
+        return results  # type: ignore[return-value]
+
+    def _plan(self, i: int, sample: Sample) -> list[_Request]:
+        cfg, rubric = self.config, self.rubric
+        missing = missing_inputs(sample, self.requires)
+        text_b = sample.meta.get("text_b") if rubric.kind == "pairwise" else None
+        if rubric.kind == "pairwise" and (not isinstance(text_b, str) or not text_b.strip()):
+            missing.append("meta.text_b")
+        if missing:
+            raise ValueError(f"missing input: {', '.join(missing)}")
+        audio_part = None
+        if cfg.uses_audio:
+            audio = at_rate(sample.audio, sample.sample_rate, cfg.audio_sample_rate)
+            if len(audio) == 0:
+                raise ValueError("empty audio")
+            audio_part = {"type": "input_audio",
+                          "input_audio": {"data": wav_base64(audio, cfg.audio_sample_rate), "format": "wav"}}
+        orders = [(sample.text, text_b)] if rubric.kind != "pairwise" else [(sample.text, text_b),
+                                                                           (text_b, sample.text)]
+        requests = []
+        for order, (response, response_b) in enumerate(orders):
+            user_text = rubric.render(sample.prompt, response, sample.reference, response_b,
+                                      audio=audio_part is not None)
+            content: Any = user_text if audio_part is None else [{"type": "text", "text": user_text}, audio_part]
+            messages = [{"role": "system", "content": rubric.system}, {"role": "user", "content": content}]
+            for k in range(cfg.n):
+                seed = None if cfg.seed is None else cfg.seed + k
+                requests.append(_Request(i, order, k, messages, seed))
+        return requests
+
+    def _ask_all(self, requests: list[_Request]) -> list[_Answer]:
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(requests)),
+                                thread_name_prefix="judge") as pool:
+            futures = [pool.submit(self._ask, req) for req in requests]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def cache_key(self, req: _Request) -> str:
+        """sha256 of everything that decides the judge's answer to this request (never the API key)."""
+        cfg, rubric = self.config, self.rubric
+        parts = urlsplit(cfg.base_url)
+        blob = json.dumps({
+            "backend": cfg.backend,
+            "endpoint": f"{(parts.hostname or '').lower()}:{parts.port or ''}{parts.path.rstrip('/')}",
+            "model": cfg.model,
+            "rubric": rubric.name,
+            "rubric_hash": rubric.hash,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": req.seed,
+            "max_tokens": cfg.max_tokens,
+            "sample": req.k,
+            "messages": req.messages,
+        }, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _ask(self, req: _Request) -> _Answer:
+        """One request: from the cache, or from the server with retries; a parsed answer or the reason why not."""
+        cfg, rubric = self.config, self.rubric
+        key = self.cache_key(req) if self._cache else None
+        if self._cache and key:
+            raw = self._cache.get(key)
+            if raw is not None:
+                value, _ = rubric.parse(raw)
+                if value is not None:
+                    return _Answer(value, raw, None, cached=True)
+        payload: dict[str, Any] = {
+            "model": cfg.model,
+            "messages": req.messages,
+            "temperature": cfg.temperature,
+            "max_tokens": cfg.max_tokens,
+        }
+        if cfg.top_p is not None:
+            payload["top_p"] = cfg.top_p
+        if req.seed is not None:
+            payload["seed"] = req.seed
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        transient = parses = 0
+        raw = None
+        while True:
+            if self._abort is not None:
+                raise _Fatal(self._abort)
+            try:
+                raw = self._scrub(self._post(body))
+            except _Transient as e:
+                if transient >= cfg.max_retries:
+                    return _Answer(None, raw, f"judge request failed after {transient + 1} attempts: {e}")
+                self._sleep(transient, e.retry_after)
+                transient += 1
+                continue
+            except _Permanent as e:
+                return _Answer(None, raw, f"judge request failed: {e}")
+            except _Fatal as e:
+                self._abort = str(e)
+                raise
+            value, reason = rubric.parse(raw)
+            if value is not None:
+                if self._cache and key:
+                    self._cache.put(key, {"raw": raw, "value": value, "model": cfg.model, "rubric": rubric.name,
+                                          "rubric_hash": rubric.hash})
+                return _Answer(value, raw, None)
+            if parses >= cfg.parse_retries:
+                tries = f" (asked {parses + 1} times)" if parses else ""
+                return _Answer(None, raw, f"unparsable judge answer{tries}: {reason}")
+            parses += 1
+
+    def _sleep(self, attempt: int, retry_after: float | None) -> None:
+        cfg = self.config
+        if retry_after is not None:
+            delay = min(retry_after, cfg.backoff_cap_s)
+        else:  # full jitter: spreads the retries of many threads that failed together
+            delay = random.uniform(0, min(cfg.backoff_cap_s, cfg.backoff_base_s * 2**attempt))
+        time.sleep(delay)
+
+    def _scrub(self, text: str) -> str:
+        key = self._key()
+        return text.replace(key, "[redacted]") if key else text
+
+    def _post(self, body: bytes) -> str:
+        """POST one chat completion; the answer's text, or a _Transient / _Permanent / _Fatal error."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "wavalign-judge"}
+        key = self._key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.config.timeout_s) as response:
+                data = response.read()
+        except urllib.error.HTTPError as e:
+            raise self._http_error(e) from None
+        except TimeoutError as e:
+            raise _Transient(f"timed out after {self.config.timeout_s:g} s") from e
+        except urllib.error.URLError as e:  # urllib wraps refused, reset and timed-out connections
+            reason = e.reason if isinstance(e.reason, BaseException) else e
+            if isinstance(reason, TimeoutError):
+                raise _Transient(f"timed out after {self.config.timeout_s:g} s") from e
+            raise _Transient(f"connection error: {type(reason).__name__}: {self._scrub(one_line(reason))}") from e
+        except (http.client.HTTPException, OSError) as e:  # dropped connection, bad status line, reset
+            raise _Transient(f"connection error: {type(e).__name__}: {self._scrub(one_line(e))}") from e
+        try:
+            reply = json.loads(data)
+            choice = reply["choices"][0]
+            content = choice["message"].get("content")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise _Transient(f"malformed response: {self._scrub(one_line(e))}") from e
+        served = reply.get("model") if isinstance(reply, dict) else None
+        if isinstance(served, str) and served:
+            with self._lock:
+                self._served.add(served)
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return content if isinstance(content, str) else ""
+
+    def _http_error(self, e: urllib.error.HTTPError) -> Exception:
+        """The error to raise for an HTTP error status."""
+        try:
+            detail = e.read(4096).decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            detail = ""
+        detail = self._scrub(" ".join(detail.split()))[:_ERROR_BODY_CHARS]
+        message = f"HTTP {e.code}" + (f": {detail}" if detail else "")
+        if e.code in _FATAL_STATUS or 300 <= e.code < 400:
+            hint = {401: f"check ${self.config.api_key_env}", 403: f"check ${self.config.api_key_env}",
+                    404: "check model and base_url"}.get(e.code, "redirects are not followed; fix base_url")
+            return _Fatal(f"judge endpoint {public_url(self.config.base_url)} refused: {message} ({hint})")
+        if e.code in _RETRYABLE_STATUS or e.code >= 500:
+            return _Transient(message, _retry_after(e.headers))
+        return _Permanent(message)
+
+    def _combine(self, pairs: list[tuple[_Request, _Answer]]) -> Score:
+        cfg, rubric = self.config, self.rubric
+        raws = [_truncate(a.raw) for _, a in pairs if a.raw is not None]
+        reasons = [a.reason for _, a in pairs if a.reason]
+        metrics: dict[str, Any] = {"score": None, "samples": [], "raw": raws, "rubric": rubric.name,
+                                   "rubric_hash": rubric.hash, "cached": all(a.cached for _, a in pairs)}
+        if rubric.kind == "pairwise":
+            per_sample, verdicts = _pairwise_outcomes(pairs, cfg.n)
+            metrics["verdicts"] = verdicts
+        else:
+            per_sample = [a.value for _, a in pairs]
+        metrics["samples"] = per_sample
+        parsed = [v for v in per_sample if v is not None]
+        if not parsed:
+            return Score(value=None, metrics=metrics, error="; ".join(dict.fromkeys(reasons)) or "no judge answer")
+        score = _aggregate(parsed, cfg.aggregate)
+        metrics["score"] = score
+        if rubric.kind == "pairwise":
+            metrics["verdict"] = "win" if score > 0.5 else "lose" if score < 0.5 else "tie"
+        value = min(1.0, max(0.0, rubric.normalise(score)))
+        error = None
+        if len(parsed) < len(per_sample):
+            error = (f"{len(per_sample) - len(parsed)} of {len(per_sample)} judge samples failed: "
+                     + "; ".join(dict.fromkeys(reasons)))
+        return Score(value=value, metrics=metrics, error=error)
+
+
+_OUTCOME = {"win": 1.0, "tie": 0.5, "lose": 0.0}
+
+
+def _pairwise_outcomes(pairs: list[tuple[_Request, _Answer]], n: int) -> tuple[list[float | None], list[list]]:
+    """Per sample k: A's outcome in each order, and the combined score (1 / 0.5 / 0; None if an order failed)."""
+    by_order: dict[tuple[int, int], str | None] = {}
+    for req, answer in pairs:
+        verdict = answer.value
+        if verdict is None:
+            outcome = None
+        elif verdict == "tie":
+            outcome = "tie"
+        else:  # in order 1 the answers are swapped, so "A" there is a vote for B
+            a_won = (verdict == "A") == (req.order == 0)
+            outcome = "win" if a_won else "lose"
+        by_order[(req.order, req.k)] = outcome
+    scores: list[float | None] = []
+    verdicts: list[list] = []
+    for k in range(n):
+        first, second = by_order.get((0, k)), by_order.get((1, k))
+        verdicts.append([first, second])
+        if first is None or second is None:
+            scores.append(None)
+        else:
+            scores.append(_OUTCOME[first] if first == second else _OUTCOME["tie"])
+    return scores, verdicts
+
+
+def _aggregate(values: list, how: str) -> float:
+    numbers = [float(v) for v in values]
+    if how == "mean":
+        return sum(numbers) / len(numbers)
+    counts = Counter(numbers)
+    top = max(counts.values())
+    modes = [v for v, c in counts.items() if c == top]
+    return sum(modes) / len(modes)  # a tie between values gives their mean
+
+
+__all__ = ["JudgeCache", "JudgeConfig", "JudgeScorer", "JudgeUnavailableError"]

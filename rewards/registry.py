@@ -17,6 +17,7 @@ SCORERS: dict[str, str] = {
     "loudness": "rewards.loudness:LoudnessScorer",
     "composite": "rewards.composite:CompositeScorer",
     "judge": "rewards.judge:JudgeScorer",
+    "prosody": "rewards.prosody:ProsodyScorer",
 }
 
 

@@ -8,6 +8,7 @@ the run goes on; a scorer that raises on a batch is retried item by item so only
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -206,9 +207,13 @@ def _score_one_batch(
         for k, score in zip(runnable, scores):
             row = rows[k]
             row[f"{scorer.name}.value"] = score.value
+            problems = [score.error] if score.error else []
             for metric, value in score.metrics.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    problems.append(f"{metric} was {value}, recorded as missing")  # JSON has no NaN
+                    value = None
                 row[f"{scorer.name}.{metric}"] = value
-            row[f"{scorer.name}.error"] = score.error
+            row[f"{scorer.name}.error"] = "; ".join(problems) or None
     return rows
 
 

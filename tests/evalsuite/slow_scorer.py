@@ -44,3 +44,19 @@ class ExplodingScorer:
 
     def info(self):
         return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, {})
+
+
+class NanScorer:
+    """Returns a NaN sub-metric (a scorer bug the runner must survive)."""
+
+    name = "nan"
+    version = "1"
+    higher_is_better = True
+    requires = frozenset({"audio"})
+    sample_rate = 16000
+
+    def score(self, samples):
+        return [Score(value=1.0, metrics={"bad": float("nan"), "good": 2.0}) for _ in samples]
+
+    def info(self):
+        return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, {})

@@ -127,6 +127,18 @@ def test_bad_items_get_errors_and_the_run_goes_on(tmp_path):
     assert summary["metrics"]["loudness.value"]["n_failed"] == 5
 
 
+def test_non_finite_metrics_become_missing_with_a_note(tmp_path):
+    sys.path.insert(0, str(HERE))
+    try:
+        scorer = build("slow_scorer:NanScorer")
+    finally:
+        sys.path.remove(str(HERE))
+    out = tmp_path / "out"
+    score_items(load_items(_folder(tmp_path, 1)), [scorer], out, progress=False)
+    (row,) = _rows(out)
+    assert row["nan.bad"] is None and row["nan.good"] == 2.0 and "bad was nan" in row["nan.error"]
+
+
 def test_resume_skips_done_rows_and_drops_a_torn_line(tmp_path):
     root = _folder(tmp_path)
     out = tmp_path / "out"

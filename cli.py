@@ -72,6 +72,11 @@ def score(
 
     if fast:
         asr_decode, dnsmos_windowing = "batched", "fast"
+    names = _split(scorers)
+    if "asr" in names and "prosody" in names:
+        # prosody takes its speaking rate from asr's word timings, so asr runs first and records them
+        word_timestamps = True
+        names = ["asr"] + [n for n in names if n != "asr"]
     options = {
         "asr": {
             "backend": asr_backend, "model": asr_model, "decode": asr_decode, "beam_size": asr_beam_size,
@@ -89,14 +94,14 @@ def score(
         judge["base_url"] = judge_base_url
     options["judge"] = judge
     try:
-        if "composite" in _split(scorers):
+        if "composite" in names:
             if composite_config is None:
                 _fail("--scorers composite needs --composite-config FILE.yaml (weights and components)")
             from rewards.composite import CompositeConfig
 
             options["composite"] = {"config": CompositeConfig.from_yaml(composite_config)}
         items = load_items(path)
-        built = [build(name, **options.get(name, {})) for name in _split(scorers)]
+        built = [build(name, **options.get(name, {})) for name in names]
         if not built:
             _fail("--scorers is empty")
         result = score_items(

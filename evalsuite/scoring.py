@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,9 @@ def _score_one_batch(
                     value = None
                 row[f"{scorer.name}.{metric}"] = value
             row[f"{scorer.name}.error"] = "; ".join(problems) or None
+            if isinstance(score.metrics.get("words"), list):
+                # Word timings (asr with word_timestamps) are an input of later scorers (prosody's speaking rate).
+                samples[k] = replace(samples[k], meta={**samples[k].meta, "words": score.metrics["words"]})
     return rows
 
 

@@ -60,3 +60,35 @@ class NanScorer:
 
     def info(self):
         return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, {})
+
+
+class WordsScorer:
+    """Emits word timings like asr with word_timestamps=True."""
+
+    name = "words"
+    version = "1"
+    higher_is_better = True
+    requires = frozenset({"audio"})
+    sample_rate = 16000
+
+    def score(self, samples):
+        return [Score(value=1.0, metrics={"words": [{"word": "hi", "start": 0.0, "end": 0.25}]}) for _ in samples]
+
+    def info(self):
+        return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, {})
+
+
+class CountWordsScorer:
+    """Counts the word timings a previous scorer left in meta["words"]."""
+
+    name = "count"
+    version = "1"
+    higher_is_better = True
+    requires = frozenset({"audio"})
+    sample_rate = 16000
+
+    def score(self, samples):
+        return [Score(value=float(len(s.meta.get("words") or []))) for s in samples]
+
+    def info(self):
+        return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, {})

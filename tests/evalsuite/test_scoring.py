@@ -139,6 +139,17 @@ def test_non_finite_metrics_become_missing_with_a_note(tmp_path):
     assert row["nan.bad"] is None and row["nan.good"] == 2.0 and "bad was nan" in row["nan.error"]
 
 
+def test_word_timings_flow_to_later_scorers(tmp_path):
+    sys.path.insert(0, str(HERE))
+    try:
+        scorers = [build("slow_scorer:WordsScorer"), build("slow_scorer:CountWordsScorer")]
+    finally:
+        sys.path.remove(str(HERE))
+    out = tmp_path / "out"
+    score_items(load_items(_folder(tmp_path, 2)), scorers, out, progress=False)
+    assert [r["count.value"] for r in _rows(out)] == [1.0, 1.0]
+
+
 def test_resume_skips_done_rows_and_drops_a_torn_line(tmp_path):
     root = _folder(tmp_path)
     out = tmp_path / "out"

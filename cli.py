@@ -54,6 +54,7 @@ def score(
     judge_api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (never written anywhere).")] = "OPENAI_API_KEY",
     judge_n: Annotated[int, typer.Option(min=1, help="Judgments per item, aggregated by mean.")] = 1,
     judge_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
+    emotion_model: Annotated[str | None, typer.Option(help="SpeechBrain emotion model dir or HF id in the local cache.")] = None,
     composite_config: Annotated[Path | None, typer.Option(help="YAML config of the composite reward (for --scorers composite).")] = None,
     fast: Annotated[bool, typer.Option(help="Shortcut for --asr-decode batched --dnsmos-windowing fast (close to, not identical with, the reference numbers).")] = False,
     device: Device = "cpu",
@@ -93,6 +94,7 @@ def score(
     if judge_base_url:
         judge["base_url"] = judge_base_url
     options["judge"] = judge
+    options["emotion"] = {"device": device, **({"model": emotion_model} if emotion_model else {})}
     try:
         if "composite" in names:
             if composite_config is None:

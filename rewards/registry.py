@@ -18,6 +18,7 @@ SCORERS: dict[str, str] = {
     "composite": "rewards.composite:CompositeScorer",
     "judge": "rewards.judge:JudgeScorer",
     "prosody": "rewards.prosody:ProsodyScorer",
+    "emotion": "rewards.emotion:EmotionScorer",
 }
 
 

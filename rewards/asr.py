@@ -32,7 +32,7 @@ Decoding modes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +191,7 @@ class AsrScorer:
     min_seconds = 0.1
 
     def __init__(self, config: AsrConfig | None = None, **overrides: Any):
-        base = config or AsrConfig()
-        self.config = AsrConfig(**{**asdict(base), **overrides})
+        self.config = replace(config or AsrConfig(), **overrides)
         self._loaded: _Loaded | None = None
 
     # -- model -----------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -267,8 +267,7 @@ class EmotionScorer:
     min_seconds = 0.25
 
     def __init__(self, config: EmotionConfig | None = None, **overrides: Any):
-        base = config or EmotionConfig()
-        self.config = EmotionConfig(**{**asdict(base), **overrides})
+        self.config = replace(config or EmotionConfig(), **overrides)
         self._classifier: _Classifier | None = None
 
     def prepare(self) -> None:

@@ -73,6 +73,7 @@ BACKENDS = ("openai", "hf", "reference")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CACHE_DIR = "~/.cache/wavalign/judge"
 AGGREGATES = ("mean", "majority")
+REFERENCE_RUBRICS = ("qa", "reference_0_5")  # the rubrics the reference backend can stand in for
 MAX_RAW_CHARS = 2000
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 _FATAL_STATUS = frozenset({401, 403, 404})
@@ -92,7 +93,9 @@ class JudgeConfig:
     """Settings of the judge scorer (those that decide the numbers are recorded with the results).
 
     Attributes:
-        backend: ``openai`` (any OpenAI-compatible chat-completions server); ``hf`` and ``reference`` are planned.
+        backend: ``openai`` (any OpenAI-compatible chat-completions server) or ``reference`` (no LLM: answer
+            extraction, normalised match and MiniLM similarity against the reference, see
+            `rewards.reference_judge`; rubric ``qa`` or ``reference_0_5``, no model or key); ``hf`` is planned.
         rubric: a name in `rewards.rubrics.RUBRICS` or a `Rubric`.
         model: the judge model as the server names it (``gpt-4o-mini``, ``gemini-2.0-flash``, a vLLM model id).
         base_url: the API root, up to and including ``/v1``; default $OPENAI_BASE_URL, else OpenAI's.
@@ -136,7 +139,7 @@ class JudgeConfig:
     audio_sample_rate: int = 16000
 
     def __post_init__(self) -> None:
-        if self.backend in ("hf", "reference"):
+        if self.backend == "hf":
             raise ValueError(
                 f"judge backend '{self.backend}' is not implemented yet; use backend='openai' (any "
                 "OpenAI-compatible server, including a local vLLM, SGLang or llama.cpp server)"
@@ -151,7 +154,14 @@ class JudgeConfig:
             raise ValueError(f"unknown judge rubric '{self.rubric}'{hint} (known: {', '.join(RUBRICS)})")
         if not isinstance(self.rubric, (str, Rubric)):
             raise ValueError(f"rubric must be a rubric name or a Rubric, got {type(self.rubric).__name__}")
-        if not self.model.strip():
+        if self.backend == "reference":  # no LLM: rules and embeddings against the reference (rewards.reference_judge)
+            if self.resolved_rubric.name not in REFERENCE_RUBRICS or self.uses_audio:
+                raise ValueError(
+                    f"judge backend 'reference' compares the answer with a reference answer, so it needs a rubric "
+                    f"that has one ({', '.join(REFERENCE_RUBRICS)}) and no audio; got rubric "
+                    f"'{self.resolved_rubric.name}'" + (" with audio" if self.uses_audio else "")
+                )
+        elif not self.model.strip():
             raise ValueError("the judge needs a model: model='gpt-4o-mini' (or the name your server serves)")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -329,6 +339,8 @@ class JudgeScorer:
         self.config = replace(config, **overrides) if config is not None else JudgeConfig(**overrides)
         self.rubric = self.config.resolved_rubric
         self.requires = self.rubric.requires | ({"audio"} if self.config.uses_audio else frozenset())
+        if self.config.backend == "reference":
+            self.requires = frozenset({"text", "reference"})  # the prompt helps (listed options) but is optional
         self.sample_rate = self.config.audio_sample_rate
         self._cache = JudgeCache(self.config.cache_dir) if self.config.cache_dir else None
         self._url = public_url(self.config.base_url) + "/chat/completions"
@@ -346,6 +358,8 @@ class JudgeScorer:
 
     def prepare(self) -> None:
         """Fail early, with one clear line, when a remote judge has no API key."""
+        if self.config.backend == "reference":
+            return
         if self._key() is None and not is_loopback(self.config.base_url):
             raise JudgeUnavailableError(
                 f"the judge at {public_url(self.config.base_url)} needs an API key: set the environment variable "
@@ -354,6 +368,12 @@ class JudgeScorer:
 
     def info(self) -> ScorerInfo:
         cfg, rubric = self.config, self.rubric
+        if cfg.backend == "reference":
+            from rewards.reference_judge import reference_settings
+
+            settings = {"backend": "reference", "rubric": rubric.name, "rubric_version": rubric.version,
+                        "rubric_hash": rubric.hash, **reference_settings()}
+            return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, settings)
         settings: dict[str, Any] = {
             "backend": cfg.backend,
             "model": cfg.model,
@@ -383,6 +403,10 @@ class JudgeScorer:
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample]) -> list[Score]:
+        if self.config.backend == "reference":
+            from rewards.reference_judge import score_samples
+
+            return score_samples(samples, self.rubric)
         self.prepare()
         self._abort = None
         results: list[Score | None] = [None] * len(samples)

@@ -110,7 +110,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -565,8 +565,7 @@ class ProsodyScorer:
     min_seconds = 0.5
 
     def __init__(self, config: ProsodyConfig | None = None, **overrides: Any):
-        base = config or ProsodyConfig()
-        self.config = ProsodyConfig(**{**asdict(base), **overrides})
+        self.config = replace(config or ProsodyConfig(), **overrides)
 
     def prepare(self) -> None:
         """Import the pitch backend now, so a missing optional package is one clear error before any item."""

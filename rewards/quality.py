@@ -23,7 +23,7 @@ Backends (``backends=("dnsmos", "distillmos")`` by default, both offline):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -290,8 +290,7 @@ class QualityScorer:
     min_seconds = 0.5
 
     def __init__(self, config: QualityConfig | None = None, **overrides: Any):
-        base = config or QualityConfig()
-        self.config = QualityConfig(**{**asdict(base), **overrides})
+        self.config = replace(config or QualityConfig(), **overrides)
         self._models: dict[str, Any] = {}
 
     def prepare(self) -> None:

@@ -47,7 +47,7 @@ def score(
     quality_backends: Annotated[str, typer.Option(help="Comma-separated: dnsmos, distillmos, utmos.")] = "dnsmos,distillmos",
     dnsmos_windowing: Annotated[str, typer.Option(help="reference (9.01 s windows, 1 s hops) or fast.")] = "reference",
     utmos_checkpoint: Annotated[str | None, typer.Option(help="UTMOS22 strong checkpoint (utmos22_strong_step7459_v1.pt).")] = None,
-    judge_backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible endpoint) or reference (offline: answer extraction, match, MiniLM similarity; rubric qa or reference_0_5).")] = "openai",
+    judge_backend: Annotated[str, typer.Option(help="openai (any OpenAI-compatible endpoint), hf (local transformers model: --judge-model PATH) or reference (offline: answer extraction, match, MiniLM similarity; rubric qa or reference_0_5).")] = "openai",
     judge_rubric: Annotated[str, typer.Option(help="open, qa, reference_0_5, pairwise, spoken_holistic, semantic, paralinguistic.")] = "open",
     judge_model: Annotated[str | None, typer.Option(help="Judge model name as the endpoint knows it.")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="Endpoint base URL (default $OPENAI_BASE_URL or OpenAI's).")] = None,
@@ -93,6 +93,8 @@ def score(
              "api_key_env": judge_api_key_env, "n": judge_n, "concurrency": judge_concurrency}
     if judge_base_url:
         judge["base_url"] = judge_base_url
+    if judge_backend == "hf":
+        judge["device"] = device
     options["judge"] = judge
     options["emotion"] = {"device": device, **({"model": emotion_model} if emotion_model else {})}
     try:

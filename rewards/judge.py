@@ -14,6 +14,14 @@ makes sense with temperature > 0), each answer is parsed strictly, and the parse
 ``sample.text`` (A) with ``sample.meta["text_b"]`` (B) twice, once in each order: a verdict that survives the swap
 is a win (1), loss (0) or tie (0.5) for A; verdicts that flip with the order are position bias and count as a tie.
 
+Backend ``hf``: a local transformers chat model (``model`` = its directory, or a ``.gguf`` file / ``gguf_file``;
+see `rewards.hf_chat`), run on ``device`` in batches of ``hf_batch_size``; never downloads. Text only: rubrics or
+settings that need audio are refused. It shares the rubric rendering, parsing, parse retries, aggregation and cache
+with ``openai``; a parse retry asks again with a new seed (seed + 1000003·r) when sampling, and is skipped when
+greedy (temperature 0 would give the same answer). Its cache key names the model by resolved path, GGUF file, a
+content hash (the GGUF or single weights file's sha256, else config.json + shard index), the chat template and
+dtype, in place of the endpoint.
+
 Failures never become numbers: an unreachable server, exhausted retries or an answer that cannot be parsed give
 ``Score(value=None, error=reason)`` with the raw answer kept; if only some of the n samples fail, the rest are
 aggregated and ``error`` says how many failed. A refused key, a missing model or a redirect (HTTP 401/403/404/3xx)
@@ -47,6 +55,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -95,9 +104,11 @@ class JudgeConfig:
     Attributes:
         backend: ``openai`` (any OpenAI-compatible chat-completions server) or ``reference`` (no LLM: answer
             extraction, normalised match and MiniLM similarity against the reference, see
-            `rewards.reference_judge`; rubric ``qa`` or ``reference_0_5``, no model or key); ``hf`` is planned.
+            `rewards.reference_judge`; rubric ``qa`` or ``reference_0_5``, no model or key) or ``hf`` (a local
+            transformers chat model, `rewards.hf_chat`; text only).
         rubric: a name in `rewards.rubrics.RUBRICS` or a `Rubric`.
-        model: the judge model as the server names it (``gpt-4o-mini``, ``gemini-2.0-flash``, a vLLM model id).
+        model: the judge model as the server names it (``gpt-4o-mini``, ``gemini-2.0-flash``, a vLLM model id);
+            for ``hf``, the local model directory (or a ``.gguf`` file).
         base_url: the API root, up to and including ``/v1``; default $OPENAI_BASE_URL, else OpenAI's.
         api_key_env: the environment variable holding the API key (the key itself is never a setting).
         temperature: sampling temperature (0 = as deterministic as the server allows).
@@ -115,6 +126,9 @@ class JudgeConfig:
         cache_dir: where judge answers are cached (one JSON file per request); None disables the cache.
         audio: attach the response's audio (a WAV ``input_audio`` part); on by itself for rubrics that need it.
         audio_sample_rate: rate of the attached WAV (16 kHz suits the audio LLMs we know of).
+        gguf_file: ``hf`` only: a GGUF checkpoint's file name inside ``model`` (the directory).
+        device: ``hf`` only: ``cpu``, ``cuda`` or ``cuda:N`` (dtype: bfloat16 on CUDA, float32 on CPU).
+        hf_batch_size: ``hf`` only: conversations generated together.
     """
 
     backend: str = "openai"
@@ -137,13 +151,11 @@ class JudgeConfig:
     cache_dir: str | None = DEFAULT_CACHE_DIR
     audio: bool = False
     audio_sample_rate: int = 16000
+    gguf_file: str | None = None
+    device: str = "cpu"
+    hf_batch_size: int = 8
 
     def __post_init__(self) -> None:
-        if self.backend == "hf":
-            raise ValueError(
-                f"judge backend '{self.backend}' is not implemented yet; use backend='openai' (any "
-                "OpenAI-compatible server, including a local vLLM, SGLang or llama.cpp server)"
-            )
         if self.backend not in BACKENDS:
             raise ValueError(f"judge backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if isinstance(self.rubric, str) and self.rubric not in RUBRICS:
@@ -161,6 +173,19 @@ class JudgeConfig:
                     f"that has one ({', '.join(REFERENCE_RUBRICS)}) and no audio; got rubric "
                     f"'{self.resolved_rubric.name}'" + (" with audio" if self.uses_audio else "")
                 )
+        elif self.backend == "hf":
+            if not self.model.strip():
+                raise ValueError("judge backend 'hf' needs model= the local directory of a transformers chat model "
+                                 "(or a .gguf file)")
+            if self.uses_audio:
+                raise ValueError(
+                    f"judge backend 'hf' runs text-only chat models, so it cannot judge audio; rubric "
+                    f"'{self.resolved_rubric.name}'" + (" needs audio" if self.resolved_rubric.needs_audio else
+                                                        " with audio=True")
+                    + "; use a text rubric or backend='openai' with an audio-capable model"
+                )
+            if self.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.device):
+                raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         elif not self.model.strip():
             raise ValueError("the judge needs a model: model='gpt-4o-mini' (or the name your server serves)")
         parts = urlsplit(self.base_url)
@@ -174,7 +199,7 @@ class JudgeConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
-        for name in ("n", "concurrency", "max_tokens", "audio_sample_rate"):
+        for name in ("n", "concurrency", "max_tokens", "audio_sample_rate", "hf_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_retries", "parse_retries", "backoff_base_s", "backoff_cap_s"):
@@ -351,6 +376,7 @@ class JudgeScorer:
         self._served: set[str] = set()
         self._lock = threading.Lock()
         self._abort: str | None = None
+        self._hf: Any = None  # the loaded HFChatModel (backend hf)
 
     # -- setup and metadata ------------------------------------------------------------------------------------
     def _key(self) -> str | None:
@@ -359,6 +385,13 @@ class JudgeScorer:
     def prepare(self) -> None:
         """Fail early, with one clear line, when a remote judge has no API key."""
         if self.config.backend == "reference":
+            return
+        if self.config.backend == "hf":
+            if self._hf is None:
+                from rewards.hf_chat import load_chat_model
+
+                cfg = self.config
+                self._hf = load_chat_model(cfg.model, cfg.gguf_file, cfg.device)
             return
         if self._key() is None and not is_loopback(self.config.base_url):
             raise JudgeUnavailableError(
@@ -374,6 +407,8 @@ class JudgeScorer:
             settings = {"backend": "reference", "rubric": rubric.name, "rubric_version": rubric.version,
                         "rubric_hash": rubric.hash, **reference_settings()}
             return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, settings)
+        if cfg.backend == "hf":
+            return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, self._hf_settings())
         settings: dict[str, Any] = {
             "backend": cfg.backend,
             "model": cfg.model,
@@ -418,7 +453,7 @@ class JudgeScorer:
                 results[i] = Score.failed(one_line(e))
         flat = [req for plan in plans.values() for req in plan]
         try:
-            answers = self._ask_all(flat)
+            answers = self._ask_all_hf(flat) if self.config.backend == "hf" else self._ask_all(flat)
         except _Fatal as e:
             raise JudgeUnavailableError(str(e)) from None
         by_request = {id(req): answer for req, answer in zip(flat, answers)}
@@ -467,14 +502,101 @@ class JudgeScorer:
                     f.cancel()
                 raise
 
+    def _ask_all_hf(self, requests: list[_Request]) -> list[_Answer]:
+        """Backend hf: answers from the cache, the rest generated locally in batches, with parse retries."""
+        cfg, rubric = self.config, self.rubric
+        answers: list[_Answer | None] = [None] * len(requests)
+        keys = [self.cache_key(req) if self._cache else None for req in requests]
+        pending: list[int] = []
+        for j, key in enumerate(keys):
+            raw = self._cache.get(key) if self._cache and key else None
+            value = rubric.parse(raw)[0] if raw is not None else None
+            if value is not None:
+                answers[j] = _Answer(value, raw, None, cached=True)
+            else:
+                pending.append(j)
+        attempt = 0
+        while pending:
+            # similar lengths together: less padding in a batch
+            pending.sort(key=lambda j: len(requests[j].messages[-1]["content"]))
+            retry: list[int] = []
+            for start in range(0, len(pending), cfg.hf_batch_size):
+                chunk = pending[start:start + cfg.hf_batch_size]
+                seeds = [None if requests[j].seed is None else requests[j].seed + 1000003 * attempt for j in chunk]
+                try:
+                    replies = self._hf.generate([requests[j].messages for j in chunk], temperature=cfg.temperature,
+                                                top_p=cfg.top_p, seed=seeds, max_new_tokens=cfg.max_tokens)
+                except (ValueError, RuntimeError) as e:  # e.g. a prompt longer than the model's context
+                    for j in chunk:
+                        answers[j] = _Answer(None, None, f"local judge generation failed: {one_line(e)}")
+                    continue
+                for j, (raw,) in zip(chunk, replies):
+                    value, reason = rubric.parse(raw)
+                    if value is not None:
+                        if self._cache and keys[j]:
+                            self._cache.put(keys[j], {"raw": raw, "value": value, "model": cfg.model,
+                                                      "rubric": rubric.name, "rubric_hash": rubric.hash})
+                        answers[j] = _Answer(value, raw, None)
+                    elif attempt < cfg.parse_retries and cfg.temperature > 0:
+                        answers[j] = _Answer(None, raw, None)
+                        retry.append(j)
+                    else:
+                        tries = f" (asked {attempt + 1} times)" if attempt else ""
+                        greedy = " (greedy decoding: not asked again)" if cfg.temperature == 0 else ""
+                        answers[j] = _Answer(None, raw, f"unparsable judge answer{tries}{greedy}: {reason}")
+            pending = retry
+            attempt += 1
+        return answers  # type: ignore[return-value]
+
+    def _hf_settings(self) -> dict[str, Any]:
+        from rewards.hf_chat import resolve_dtype, split_path
+
+        cfg, rubric = self.config, self.rubric
+        root, gguf = split_path(cfg.model, cfg.gguf_file)
+        hf = self._hf
+        return {
+            "backend": "hf",
+            "model": str(root),
+            "gguf_file": gguf,
+            "model_sha256": hf.identity["sha256"] if hf else None,
+            "model_identity": hf.identity["kind"] if hf else None,
+            "model_class": type(hf.model).__name__ if hf else None,
+            "device": cfg.device,
+            "dtype": resolve_dtype(cfg.device),
+            "batch_size": cfg.hf_batch_size,
+            "rubric": rubric.name,
+            "rubric_version": rubric.version,
+            "rubric_hash": rubric.hash,
+            "rubric_kind": rubric.kind,
+            "score_range": list(rubric.score_range),
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": cfg.seed,
+            "max_tokens": cfg.max_tokens,
+            "decoding": "greedy" if cfg.temperature == 0 else "sampling, one torch.Generator per request",
+            "n": cfg.n,
+            "aggregate": cfg.aggregate,
+            "audio": False,
+            "parse_retries": cfg.parse_retries,
+        }
+
     def cache_key(self, req: _Request) -> str:
         """sha256 of everything that decides the judge's answer to this request (never the API key)."""
         cfg, rubric = self.config, self.rubric
         parts = urlsplit(cfg.base_url)
+        if cfg.backend == "hf":  # the model's files and prompt format stand in for the endpoint
+            self.prepare()
+            hf = self._hf
+            endpoint: Any = {"path": str(hf.path), "gguf_file": hf.gguf_file, "identity": hf.identity,
+                             "chat_template_sha256": hf.chat_template_sha256, "dtype": hf.dtype}
+            model = str(hf.path) if hf.gguf_file is None else str(hf.path / hf.gguf_file)
+        else:
+            endpoint = f"{(parts.hostname or '').lower()}:{parts.port or ''}{parts.path.rstrip('/')}"
+            model = cfg.model
         blob = json.dumps({
             "backend": cfg.backend,
-            "endpoint": f"{(parts.hostname or '').lower()}:{parts.port or ''}{parts.path.rstrip('/')}",
-            "model": cfg.model,
+            "endpoint": endpoint,
+            "model": model,
             "rubric": rubric.name,
             "rubric_hash": rubric.hash,
             "temperature": cfg.temperature,

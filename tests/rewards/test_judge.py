@@ -273,8 +273,8 @@ def test_injection_is_sent_as_data(server):
 
 # -- config ---------------------------------------------------------------------------------------------------------
 def test_config_validation():
-    with pytest.raises(ValueError, match="not implemented yet"):
-        JudgeConfig(backend="hf", model="m")
+    with pytest.raises(ValueError, match="local directory"):
+        JudgeConfig(backend="hf")
     with pytest.raises(ValueError, match="did you mean 'open'"):
         JudgeConfig(rubric="opn", model="m")
     with pytest.raises(ValueError, match="needs a model"):

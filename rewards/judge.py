@@ -414,20 +414,9 @@ class JudgeScorer:
             "model": cfg.model,
             "base_url": public_url(cfg.base_url),
             "api_key_env": cfg.api_key_env,
-            "rubric": rubric.name,
-            "rubric_version": rubric.version,
-            "rubric_hash": rubric.hash,
-            "rubric_kind": rubric.kind,
-            "score_range": list(rubric.score_range),
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "seed": cfg.seed,
-            "max_tokens": cfg.max_tokens,
-            "n": cfg.n,
-            "aggregate": cfg.aggregate,
+            **self._rubric_and_sampling(),
             "audio": cfg.uses_audio,
             "audio_sample_rate": cfg.audio_sample_rate if cfg.uses_audio else None,
-            "parse_retries": cfg.parse_retries,
         }
         if rubric.kind == "pairwise":
             settings["position_swap"] = "both orders; a verdict that flips with the order counts as a tie"
@@ -548,22 +537,10 @@ class JudgeScorer:
             attempt += 1
         return answers  # type: ignore[return-value]
 
-    def _hf_settings(self) -> dict[str, Any]:
-        from rewards.hf_chat import resolve_dtype, split_path
-
+    def _rubric_and_sampling(self) -> dict[str, Any]:
+        """The settings every LLM backend records: which rubric, how the judge samples and aggregates."""
         cfg, rubric = self.config, self.rubric
-        root, gguf = split_path(cfg.model, cfg.gguf_file)
-        hf = self._hf
         return {
-            "backend": "hf",
-            "model": str(root),
-            "gguf_file": gguf,
-            "model_sha256": hf.identity["sha256"] if hf else None,
-            "model_identity": hf.identity["kind"] if hf else None,
-            "model_class": type(hf.model).__name__ if hf else None,
-            "device": cfg.device,
-            "dtype": resolve_dtype(cfg.device),
-            "batch_size": cfg.hf_batch_size,
             "rubric": rubric.name,
             "rubric_version": rubric.version,
             "rubric_hash": rubric.hash,
@@ -573,11 +550,30 @@ class JudgeScorer:
             "top_p": cfg.top_p,
             "seed": cfg.seed,
             "max_tokens": cfg.max_tokens,
-            "decoding": "greedy" if cfg.temperature == 0 else "sampling, one torch.Generator per request",
             "n": cfg.n,
             "aggregate": cfg.aggregate,
-            "audio": False,
             "parse_retries": cfg.parse_retries,
+        }
+
+    def _hf_settings(self) -> dict[str, Any]:
+        from rewards.hf_chat import resolve_dtype, split_path
+
+        cfg = self.config
+        root, gguf = split_path(cfg.model, cfg.gguf_file)
+        hf = self._hf
+        return {
+            "backend": "hf",
+            "model": str(root),
+            "gguf_file": gguf,
+            # resolved on loading (so not compared when a run resumes): what exactly was loaded
+            "model_id": {"sha256": hf.identity["sha256"], "identity": hf.identity["kind"],
+                         "class": type(hf.model).__name__} if hf else None,
+            "device": cfg.device,
+            "dtype": resolve_dtype(cfg.device),
+            "batch_size": cfg.hf_batch_size,
+            **self._rubric_and_sampling(),
+            "decoding": "greedy" if cfg.temperature == 0 else "sampling, one torch.Generator per request",
+            "audio": False,
         }
 
     def cache_key(self, req: _Request) -> str:

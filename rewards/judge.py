@@ -498,11 +498,8 @@ class JudgeScorer:
         keys = [self.cache_key(req) if self._cache else None for req in requests]
         pending: list[int] = []
         for j, key in enumerate(keys):
-            raw = self._cache.get(key) if self._cache and key else None
-            value = rubric.parse(raw)[0] if raw is not None else None
-            if value is not None:
-                answers[j] = _Answer(value, raw, None, cached=True)
-            else:
+            answers[j] = self._cached_answer(key)
+            if answers[j] is None:
                 pending.append(j)
         attempt = 0
         while pending:
@@ -522,9 +519,7 @@ class JudgeScorer:
                 for j, (raw,) in zip(chunk, replies):
                     value, reason = rubric.parse(raw)
                     if value is not None:
-                        if self._cache and keys[j]:
-                            self._cache.put(keys[j], {"raw": raw, "value": value, "model": cfg.model,
-                                                      "rubric": rubric.name, "rubric_hash": rubric.hash})
+                        self._remember(keys[j], raw, value)
                         answers[j] = _Answer(value, raw, None)
                     elif attempt < cfg.parse_retries and cfg.temperature > 0:
                         answers[j] = _Answer(None, raw, None)
@@ -608,12 +603,9 @@ class JudgeScorer:
         """One request: from the cache, or from the server with retries; a parsed answer or the reason why not."""
         cfg, rubric = self.config, self.rubric
         key = self.cache_key(req) if self._cache else None
-        if self._cache and key:
-            raw = self._cache.get(key)
-            if raw is not None:
-                value, _ = rubric.parse(raw)
-                if value is not None:
-                    return _Answer(value, raw, None, cached=True)
+        cached = self._cached_answer(key)
+        if cached is not None:
+            return cached
         payload: dict[str, Any] = {
             "model": cfg.model,
             "messages": req.messages,
@@ -645,14 +637,26 @@ class JudgeScorer:
                 raise
             value, reason = rubric.parse(raw)
             if value is not None:
-                if self._cache and key:
-                    self._cache.put(key, {"raw": raw, "value": value, "model": cfg.model, "rubric": rubric.name,
-                                          "rubric_hash": rubric.hash})
+                self._remember(key, raw, value)
                 return _Answer(value, raw, None)
             if parses >= cfg.parse_retries:
                 tries = f" (asked {parses + 1} times)" if parses else ""
                 return _Answer(None, raw, f"unparsable judge answer{tries}: {reason}")
             parses += 1
+
+    def _cached_answer(self, key: str | None) -> _Answer | None:
+        """The cached answer for ``key`` when there is one that still parses."""
+        raw = self._cache.get(key) if self._cache and key else None
+        if raw is None:
+            return None
+        value, _ = self.rubric.parse(raw)
+        return None if value is None else _Answer(value, raw, None, cached=True)
+
+    def _remember(self, key: str | None, raw: str, value: Any) -> None:
+        """Cache a parsed answer (only parsed answers are cached)."""
+        if self._cache and key:
+            self._cache.put(key, {"raw": raw, "value": value, "model": self.config.model, "rubric": self.rubric.name,
+                                  "rubric_hash": self.rubric.hash})
 
     def _sleep(self, attempt: int, retry_after: float | None) -> None:
         cfg = self.config

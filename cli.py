@@ -131,6 +131,138 @@ def _print_summary(summary: dict, n_resumed: int) -> None:
     typer.echo(f"{summary['n_items']} items, {summary['n_items_with_errors']} with errors{extra}")
 
 
+def _parse_model_args(values: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--model-arg expects KEY=VALUE, got {value!r}")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+@app.command("eval")
+def eval_(
+    benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="Built-in benchmark name (see --list) or a definition YAML path.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the built-in benchmarks and exit.")] = False,
+    model: Annotated[str, typer.Option(help="cascade (offline baseline), responses:DIR, responses:FILE.jsonl, or your own 'package.module:Class'.")] = "cascade",
+    model_name: Annotated[str | None, typer.Option(help="Name of the model in results and leaderboards (default: the adapter's).")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option(help="KEY=VALUE passed to the model adapter's constructor (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default runs/<benchmark>/<model name>).")] = None,
+    data: Annotated[str | None, typer.Option(help="Local copy of the benchmark's data (.jsonl/.csv/.parquet, a folder of them, or a datasets save_to_disk folder).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N items.")] = None,
+    judge_on: Annotated[str | None, typer.Option(help="What text-reading scorers read: text (s2t), transcript (s2s: ASR of the speech), auto, both (default: the definition's choice).")] = None,
+    judge_backend: Annotated[str | None, typer.Option(help="Override the judge backend of the definition: openai, hf or reference.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Judge model name (openai) or local path (hf).")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="Judge endpoint base URL (default $OPENAI_BASE_URL or OpenAI's).")] = None,
+    judge_api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the judge API key.")] = None,
+    judge_n: Annotated[int | None, typer.Option(min=1, help="Judgments per item.")] = None,
+    judge_concurrency: Annotated[int | None, typer.Option(min=1, help="Judge requests in flight at once.")] = None,
+    asr_model: Annotated[str | None, typer.Option(help="Whisper model of the asr scorer (default: packaged tiny.en).")] = None,
+    device: Device = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per model call and per scorer call.")] = 8,
+    resume: Annotated[bool, typer.Option(help="Continue the run in the output folder (same settings).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in the output folder.")] = False,
+    leaderboard: Annotated[bool, typer.Option(help="Also rebuild the leaderboard of the runs next to this one (in the output's parent folder).")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a model on a benchmark and score its answers: samples.jsonl, samples.csv, results.json.
+
+    Exit status: 0 when every item was answered and scored, 1 when the run completed with per-item errors
+    (recorded in samples.jsonl), 2 for usage errors."""
+    from evalsuite.adapters import AdapterError, build_adapter
+    from evalsuite.benchmark import BenchmarkError, list_benchmarks, load_benchmark
+
+    if list_:
+        for b in list_benchmarks():
+            where = b.source.get("hf") or b.source.get("local") or "-"
+            typer.echo(f"{b.name:<28} v{b.version:<3} {b.suite or '':<11} {where:<24} {b.description.splitlines()[0][:70] if b.description else ''}")
+        return
+    if benchmark is None:
+        _fail("--benchmark NAME is required (see `wavalign eval --list`)")
+    from evalsuite.data import DataError
+    from evalsuite.eval import EvalConfig, RunConflictError, distributed_env, run_eval
+    from rewards.models import ModelUnavailableError
+    from rewards.registry import UnknownScorerError
+
+    _, world, local_rank = distributed_env()
+    if world > 1 and device == "cuda":
+        device = f"cuda:{local_rank}"  # one GPU per process under accelerate launch / torchrun
+    judge = {k: v for k, v in {"backend": judge_backend, "model": judge_model, "base_url": judge_base_url,
+                                "api_key_env": judge_api_key_env, "n": judge_n,
+                                "concurrency": judge_concurrency}.items() if v is not None}
+    if judge_backend == "hf":
+        judge["device"] = device
+    scorer_args = {"judge": judge, "asr": {"device": device, **({"model": asr_model} if asr_model else {})},
+                   "quality": {"device": device}, "emotion": {"device": device}}
+    options = _parse_model_args(model_arg or [])
+    if model == "cascade":
+        options.setdefault("device", device)
+    try:
+        bench = load_benchmark(benchmark)
+        adapter = build_adapter(model, options, name=model_name)
+        out = output or Path("runs") / bench.name / _safe(adapter.name)
+        config = EvalConfig(data=data, limit=limit, judge_on=judge_on, scorer_args=scorer_args,
+                            batch_size=batch_size, resume=resume, overwrite=overwrite)
+        result = run_eval(bench, adapter, out, config, progress=progress)
+    except (BenchmarkError, AdapterError, DataError, RunConflictError, UnknownScorerError, ModelUnavailableError,
+            ValueError) as e:
+        _fail(str(e))
+    if result.results is None:  # another rank: rank 0 reports
+        return
+    _print_results(result.results, result.n_resumed)
+    typer.echo(f"wrote {out}/results.json, samples.jsonl, samples.csv ({result.results['seconds']['total']:.1f} s)")
+    if leaderboard:
+        from evalsuite.benchmark import suites
+        from evalsuite.leaderboard import build_leaderboard
+
+        board_csv = out.parent / "leaderboard.csv"
+        build_leaderboard([out.parent], board_csv, suites=suites())
+        typer.echo(f"wrote {board_csv} (+ .md, .png)")
+    if not result.all_scored:
+        raise typer.Exit(code=1)
+
+
+def _safe(name: str) -> str:
+    from evalsuite.adapters import safe_name
+
+    return safe_name(name)
+
+
+def _print_results(results: dict, n_resumed: int) -> None:
+    metrics = results["metrics"]
+    width = max([len(k) for k in metrics] + [6])
+    typer.echo(f"{results['benchmark']['name']} / {results['model']['name']}")
+    typer.echo(f"{'metric':<{width}}  {'value':>9}  {'stderr':>8}  {'n':>5}  {'failed':>6}")
+    for name, m in metrics.items():
+        value = "-" if m["value"] is None else f"{m['value']:.2f}"
+        err = "-" if m["stderr"] is None else f"{m['stderr']:.2f}"
+        mark = "*" if name == results["primary"] else " "
+        typer.echo(f"{name:<{width}}{mark} {value:>9}  {err:>8}  {m['n']:>5}  {m['n_failed']:>6}")
+    extra = f", {n_resumed} resumed from an earlier run" if n_resumed else ""
+    typer.echo(f"{results['n_rows']}/{results['n_items']} items, {results['n_items_with_errors']} with errors{extra}")
+
+
+@app.command()
+def leaderboard(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (or folders holding runs) with results.json.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Leaderboard CSV (a .md and a .png are written beside it).")] = Path("leaderboard.csv"),
+) -> None:
+    """One row per model, one column per benchmark metric, an overall column per suite; CSV, Markdown and PNG."""
+    from evalsuite.benchmark import suites
+    from evalsuite.leaderboard import LeaderboardError, build_leaderboard
+
+    try:
+        board = build_leaderboard(runs, output, suites=suites())
+    except LeaderboardError as e:
+        _fail(str(e))
+    for warning in getattr(board, "warnings", []):
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {output} (+ .md, .png)")
+
+
 @app.command("convert-whisper")
 def convert_whisper(
     output: Annotated[Path, typer.Argument(help="Where to write the openai-whisper .pt checkpoint.")],

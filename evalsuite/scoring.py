@@ -199,25 +199,37 @@ def _score_one_batch(
                 row[f"{scorer.name}.error"] = f"audio {row['audio.error']}"
             else:
                 runnable.append(k)
-        if not runnable:
-            continue
-        tick = time.perf_counter()
-        scores = score_each(scorer, [samples[k] for k in runnable])
-        timings[scorer.name] += time.perf_counter() - tick
-        for k, score in zip(runnable, scores):
-            row = rows[k]
-            row[f"{scorer.name}.value"] = score.value
-            problems = [score.error] if score.error else []
-            for metric, value in score.metrics.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    problems.append(f"{metric} was {value}, recorded as missing")  # JSON has no NaN
-                    value = None
-                row[f"{scorer.name}.{metric}"] = value
-            row[f"{scorer.name}.error"] = "; ".join(problems) or None
-            if isinstance(score.metrics.get("words"), list):
-                # Word timings (asr with word_timestamps) are an input of later scorers (prosody's speaking rate).
-                samples[k] = replace(samples[k], meta={**samples[k].meta, "words": score.metrics["words"]})
+        run_scorer(scorer, samples, rows, runnable, timings)
     return rows
+
+
+def run_scorer(
+    scorer: Scorer, samples: list[Sample], rows: list[dict[str, Any]], indices: Sequence[int],
+    timings: dict[str, float], *, prefix: str | None = None, views: Sequence[Sample] | None = None,
+) -> None:
+    """Score ``samples[k]`` for k in ``indices`` (or ``views[k]``, the same items as the scorer should read them)
+    into ``rows[k]``: ``<prefix>.value``, one column per metric, ``<prefix>.error`` (prefix: the scorer's name).
+    Word timings from an asr scorer go into ``samples[k].meta["words"]`` for the scorers after it."""
+    if not indices:
+        return
+    prefix = prefix or scorer.name
+    source = views if views is not None else samples
+    tick = time.perf_counter()
+    scores = score_each(scorer, [source[k] for k in indices])
+    timings[prefix] = timings.get(prefix, 0.0) + time.perf_counter() - tick
+    for k, score in zip(indices, scores):
+        row = rows[k]
+        row[f"{prefix}.value"] = score.value
+        problems = [score.error] if score.error else []
+        for metric, value in score.metrics.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{metric} was {value}, recorded as missing")  # JSON has no NaN
+                value = None
+            row[f"{prefix}.{metric}"] = value
+        row[f"{prefix}.error"] = "; ".join(problems) or None
+        if isinstance(score.metrics.get("words"), list):
+            # Word timings (asr with word_timestamps) are an input of later scorers (prosody's speaking rate).
+            samples[k] = replace(samples[k], meta={**samples[k].meta, "words": score.metrics["words"]})
 
 
 class _NoBar:

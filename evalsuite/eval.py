@@ -1,0 +1,589 @@
+"""Run a model on a benchmark and score its answers: the engine behind ``wavalign eval``.
+
+Items go through in batches, top to bottom:
+
+1. load the batch's spoken questions (a corrupt or missing prompt audio fails that item only);
+2. ask the model adapter for its answers (an adapter that raises on a batch is retried item by item);
+3. save spoken answers under ``responses/`` and score every answer with the benchmark's scorers, each reading the
+   text channel or the ASR transcript of the speech as the definition (or ``--judge-on``) says;
+4. append one row per item to ``samples.jsonl`` (flushed and fsynced), so a killed run resumes where it stopped.
+
+At the end ``results.json`` gets the metrics (mean × scale with standard error, n scored, n failed), the settings
+and the environment. Under ``accelerate launch`` / ``torchrun`` each process takes every WORLD_SIZE-th item and
+writes ``samples.rank<R>.jsonl``; rank 0 merges them into ``samples.jsonl`` and writes the results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from evalsuite.adapters import ModelAdapter, Request, Response, safe_name
+from evalsuite.benchmark import READS, Benchmark, ScorerSpec, matches
+from evalsuite.data import BenchItem, data_dir, item_audio, load_rows, split_label, to_items
+from evalsuite.results import RowWriter, _stderr, column_stats, environment, read_rows, write_csv, write_json
+from evalsuite.scoring import RunConflictError, _comparable, _progress, run_scorer
+from rewards.audio import AudioError, AudioLimits, to_mono, validate
+from rewards.base import Sample, Scorer, one_line
+from rewards.registry import build
+
+SAMPLES_JSONL = "samples.jsonl"
+SAMPLES_CSV = "samples.csv"
+RESULTS_JSON = "results.json"
+RUN_JSON = "run.json"
+RESPONSES_DIR = "responses"
+FORMAT = "wavalign.eval/1"
+JUDGE_ON = (*READS, "both")
+BASE_COLUMNS = ("id", "prompt", "prompt_audio", "reference", "style", "meta", "response.text", "response.audio",
+                "response.error", "response.seconds")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to run a benchmark (everything but the benchmark and the model).
+
+    Attributes:
+        data: a local copy of the benchmark's data (overrides the definition's source).
+        limit: evaluate only the first N items.
+        judge_on: what text-reading scorers (judge, extraction rules) read: ``text`` (s2t), ``transcript`` (s2s:
+            the ASR transcript of the spoken answer), ``auto`` (text when there is any), ``both`` (each such scorer
+            twice; the s2s copy's columns and metrics get the suffix ``_s2s``); None = as the definition says.
+        scorer_args: per scorer name, arguments that override the definition's (e.g. the judge's backend).
+        batch_size: items per adapter call and per scorer call.
+        prompt_sample_rate: rate of the question audio handed to the model.
+        limits: what counts as unusable audio (questions and answers).
+        resume: continue a run in the same output folder (its settings must match).
+        overwrite: discard an earlier run in the output folder.
+    """
+
+    data: str | None = None
+    limit: int | None = None
+    judge_on: str | None = None
+    scorer_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    batch_size: int = 8
+    prompt_sample_rate: int = 16000
+    limits: AudioLimits = AudioLimits()
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.judge_on is not None and self.judge_on not in JUDGE_ON:
+            raise ValueError(f"judge_on must be one of {', '.join(JUDGE_ON)}, got {self.judge_on!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    results: dict[str, Any] | None  # None on ranks other than 0
+    n_items: int
+    n_done_now: int
+    n_resumed: int
+
+    @property
+    def all_scored(self) -> bool:
+        return bool(self.results) and self.results["complete"] and self.results["n_items_with_errors"] == 0
+
+
+@dataclass
+class _Scoring:
+    """One scorer as a benchmark runs it."""
+
+    spec: ScorerSpec
+    scorer: Scorer
+    on: str
+    prefix: str
+
+
+def plan_scorers(benchmark: Benchmark, config: EvalConfig) -> list[tuple[ScorerSpec, str, str]]:
+    """(spec, reads, column prefix) for each scorer run: asr first (its transcript and word timings feed the
+    others), ``judge_on`` applied to every scorer but asr, and asr added when something reads the transcript."""
+    plan = []
+    for spec in benchmark.scorers:
+        if spec.name == "asr" or config.judge_on is None:
+            plan.append((spec, spec.on if spec.name != "asr" else "text", spec.prefix))
+        elif config.judge_on == "both":
+            plan.append((spec, "text", spec.prefix))
+            if _reads_text(spec):
+                plan.append((spec, "transcript", f"{spec.prefix}_s2s"))
+        else:
+            plan.append((spec, config.judge_on if _reads_text(spec) else spec.on, spec.prefix))
+    if any(on != "text" for _, on, _ in plan) and not any(spec.name == "asr" for spec, _, _ in plan):
+        plan.append((ScorerSpec(name="asr"), "text", "asr"))
+    plan.sort(key=lambda p: p[0].name != "asr")  # stable: asr first, the rest in definition order
+    return plan
+
+
+_AUDIO_ONLY = {"quality", "loudness", "prosody", "emotion"}
+
+
+def _reads_text(spec: ScorerSpec) -> bool:
+    return spec.name not in _AUDIO_ONLY and spec.name != "asr"
+
+
+def _metrics_plan(benchmark: Benchmark, plan: Sequence[tuple[ScorerSpec, str, str]]) -> list[dict[str, Any]]:
+    """The definition's metrics, plus an ``_s2s`` copy of each metric whose scorer also ran on the transcript."""
+    s2s = {p[0].prefix for p in plan if p[2] == f"{p[0].prefix}_s2s"}
+    out = []
+    for m in benchmark.metrics:
+        entry = {"name": m.name, "column": m.column, "scale": m.scale, "higher_is_better": m.higher_is_better,
+                 "where": m.where, "description": m.description}
+        out.append(entry)
+        prefix, _, rest = m.column.partition(".")
+        if prefix in s2s:
+            out.append({**entry, "name": f"{m.name}_s2s", "column": f"{prefix}_s2s.{rest}"})
+    return out
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as set by accelerate launch / torchrun; (0, 1, 0) otherwise."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def load_benchmark_items(benchmark: Benchmark, config: EvalConfig, adapter: ModelAdapter | None = None
+                         ) -> tuple[list[BenchItem], str]:
+    """The benchmark's items (first ``limit``) and where they came from. A responses file that carries the items'
+    fields is the data when no ``--data`` is given and the definition has no local copy."""
+    source = benchmark.source
+    rows_from_adapter = getattr(adapter, "item_rows", None)
+    local = source.get("local")
+    has_local = bool(local) and (benchmark.base_dir / local).exists()
+    if config.data is None and not has_local and rows_from_adapter is not None and rows_from_adapter() is not None:
+        rows, where = rows_from_adapter(), f"items from {getattr(adapter, 'path', 'the responses file')}"
+        folder = Path(getattr(adapter, "path", Path.cwd())).parent
+        with_audio = False  # outputs files carry the items' text fields, not their audio
+    else:
+        data = Path(config.data).expanduser() if config.data else None
+        rows, where = load_rows(source, data=data, base_dir=benchmark.base_dir)
+        folder = data_dir(source, data=data, base_dir=benchmark.base_dir)
+        with_audio = True
+    items = to_items(rows, benchmark.fields, split_name=split_label(source), data_dir=folder,
+                     with_audio=with_audio)
+    if config.limit is not None:
+        items = items[: config.limit]
+    return items, where
+
+
+def run_eval(
+    benchmark: Benchmark,
+    adapter: ModelAdapter,
+    out_dir: str | Path,
+    config: EvalConfig = EvalConfig(),
+    *,
+    progress: bool = True,
+    log=None,
+) -> EvalResult:
+    """Run ``adapter`` on ``benchmark`` into ``out_dir`` (samples.jsonl, samples.csv, results.json).
+
+    Raises:
+        RunConflictError: ``out_dir`` holds another run (without ``resume``/``overwrite``) or one made with
+            other settings.
+        evalsuite.data / benchmark errors for data that cannot be loaded.
+    """
+    started = time.perf_counter()
+    log = log or (lambda message: print(message, file=sys.stderr))
+    rank, world, _ = distributed_env()
+    out = Path(out_dir)
+    items, data_source = load_benchmark_items(benchmark, config, adapter)
+    ids = [item.id for item in items]
+    if hasattr(adapter, "bind"):
+        adapter.bind(ids)
+    plan = plan_scorers(benchmark, config)
+    metrics_plan = _metrics_plan(benchmark, plan)
+
+    scorings = []
+    for spec, on, prefix in plan:
+        args = {**spec.args, **config.scorer_args.get(spec.name, {})}
+        if spec.name == "asr" and any(p[0].name == "prosody" for p in plan):
+            args["word_timestamps"] = True  # prosody's speaking rate comes from asr's word timings
+        scorings.append(_Scoring(spec, build(spec.name, **args), on, prefix))
+
+    settings = {
+        "benchmark": benchmark.as_dict(),
+        "model": {"name": adapter.name, "settings": _info(adapter)},
+        "config": {**_config_dict(config), "data_source": data_source, "n_items": len(items)},
+        "scorers": {s.prefix: {**s.scorer.info().as_dict(), "reads": s.on,
+                               "where": dict(s.spec.where) if s.spec.where else None} for s in scorings},
+    }
+    samples_path = out / SAMPLES_JSONL
+    shard_path = out / (f"samples.rank{rank}.jsonl" if world > 1 else SAMPLES_JSONL)
+    if rank == 0:
+        _claim_output(out, settings, config)
+    if world > 1:
+        _barrier()
+
+    done_rows = [r for r in read_rows(samples_path)[0]] if world > 1 else []
+    shard_rows, keep = read_rows(shard_path)
+    done = {row["id"] for row in done_rows + shard_rows}
+    mine = [item for k, item in enumerate(items) if k % world == rank]
+    todo = [item for item in mine if item.id not in done]
+    if todo:
+        for s in scorings:  # a missing model is one clear error, before any work
+            prepare = getattr(s.scorer, "prepare", None)
+            if prepare is not None:
+                prepare()
+
+    (out / RESPONSES_DIR).mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {"prompt_audio": 0.0, "generate": 0.0}
+    writer = RowWriter(shard_path, keep)
+    bar = _progress(len(mine), len(mine) - len(todo), progress and rank == 0)
+    try:
+        for start in range(0, len(todo), config.batch_size):
+            batch = todo[start: start + config.batch_size]
+            rows = _run_batch(batch, adapter, scorings, benchmark, config, out, timings)
+            for row in rows:
+                writer.write(row)
+            bar.update(len(batch))
+    finally:
+        writer.close()
+        bar.close()
+
+    if world > 1:
+        _barrier()
+        if rank != 0:
+            return EvalResult(out, None, len(mine), len(todo), len(mine) - len(todo))
+        _merge_shards(out, world, ids)
+    rows = _ordered(read_rows(samples_path)[0], ids)
+    results = _results(benchmark, settings, metrics_plan, rows, ids, timings, time.perf_counter() - started,
+                       scorings, adapter)
+    cols = _columns(rows, [s.prefix for s in scorings])
+    write_csv(out / SAMPLES_CSV, rows, cols)
+    write_json(out / RESULTS_JSON, _jsonable(results))
+    return EvalResult(out, results, len(items), len(todo), len(mine) - len(todo))
+
+
+def _info(adapter: ModelAdapter) -> dict[str, Any]:
+    info = getattr(adapter, "info", None)
+    return dict(info()) if callable(info) else {}
+
+
+def _config_dict(config: EvalConfig) -> dict[str, Any]:
+    d = asdict(config)
+    d.pop("resume")
+    d.pop("overwrite")
+    d["scorer_args"] = {k: dict(v) for k, v in config.scorer_args.items()}
+    return d
+
+
+def _claim_output(out: Path, settings: dict[str, Any], config: EvalConfig) -> None:
+    """Make ``out`` ours: fresh, resumed (same settings) or overwritten; refuse to mix runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / RUN_JSON
+    existing = [out / SAMPLES_JSONL, *out.glob("samples.rank*.jsonl")]
+    has_rows = any(p.exists() and p.stat().st_size for p in existing)
+    if config.overwrite:
+        for p in existing + [out / RESULTS_JSON, out / SAMPLES_CSV]:
+            p.unlink(missing_ok=True)
+        for p in (out / RESPONSES_DIR).glob("*") if (out / RESPONSES_DIR).is_dir() else []:
+            p.unlink()
+    elif has_rows:
+        if not config.resume:
+            raise RunConflictError(f"{out} already holds a run; use --resume to continue it, --overwrite to start "
+                                   "afresh, or another -o")
+        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else {}
+        if _comparable(_resumable(previous)) != _comparable(_resumable(settings)):
+            raise RunConflictError(f"{out} holds a run with other settings (benchmark, model, scorers or config); "
+                                   "use --overwrite or another -o")
+    write_json(run_file, _jsonable(settings))
+
+
+def _resumable(settings: dict[str, Any]) -> dict[str, Any]:
+    """What must match to resume: all settings but the resolved model ids and the item count of --limit."""
+    s = json.loads(json.dumps(settings, default=str))
+    s.get("config", {}).pop("limit", None)
+    s.get("config", {}).pop("n_items", None)
+    return s
+
+
+def _barrier() -> None:
+    import datetime as dt
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=dt.timedelta(hours=12))
+    dist.barrier()
+
+
+def _merge_shards(out: Path, world: int, ids: Sequence[str]) -> None:
+    """Rank 0: every rank's rows (and any earlier merge) into samples.jsonl, in benchmark order."""
+    rows: dict[str, dict[str, Any]] = {}
+    for path in [out / SAMPLES_JSONL, *(out / f"samples.rank{r}.jsonl" for r in range(world))]:
+        for row in read_rows(path)[0]:
+            rows[row["id"]] = row
+    merged = _ordered(list(rows.values()), ids) + [r for i, r in rows.items() if i not in set(ids)]
+    tmp = out / (SAMPLES_JSONL + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in merged:
+            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(out / SAMPLES_JSONL)
+    for r in range(world):
+        (out / f"samples.rank{r}.jsonl").unlink(missing_ok=True)
+
+
+def _ordered(rows: Sequence[dict[str, Any]], ids: Sequence[str]) -> list[dict[str, Any]]:
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _requests(batch: Sequence[BenchItem], benchmark: Benchmark, config: EvalConfig, timings: dict[str, float]
+              ) -> tuple[list[Request | None], list[str | None]]:
+    requests: list[Request | None] = []
+    errors: list[str | None] = []
+    tick = time.perf_counter()
+    for item in batch:
+        meta = {**item.meta, **({"style": item.style} if item.style else {})}
+        if item.error:
+            requests.append(None)
+            errors.append(item.error)
+            continue
+        audio = None
+        if item.audio is not None:
+            try:
+                audio = item_audio(item, config.prompt_sample_rate, config.limits)
+            except AudioError as e:
+                requests.append(None)
+                errors.append(f"prompt audio {e}")
+                continue
+        requests.append(Request(
+            id=item.id, audio=audio.samples if audio else None, sample_rate=audio.sample_rate if audio else None,
+            text=item.prompt, system_prompt=benchmark.system_prompt, meta=meta,
+        ))
+        errors.append(None)
+    timings["prompt_audio"] += time.perf_counter() - tick
+    return requests, errors
+
+
+def _generate(adapter: ModelAdapter, requests: Sequence[Request]) -> list[Response]:
+    """The adapter's responses; a batch that raises (or answers the wrong number) is retried one by one."""
+    if not requests:
+        return []
+    try:
+        responses = list(adapter.respond(list(requests)))
+        if len(responses) == len(requests) and all(isinstance(r, Response) for r in responses):
+            return responses
+    except Exception:  # noqa: BLE001 - isolate the item below
+        pass
+    out = []
+    for request in requests:
+        try:
+            (response,) = adapter.respond([request])
+            if not isinstance(response, Response):
+                raise TypeError(f"respond() returned {type(response).__name__}, not a Response")
+        except Exception as e:  # noqa: BLE001 - this item's failure, recorded with its reason
+            response = Response(error=f"model failed: {type(e).__name__}: {one_line(e)}")
+        out.append(response)
+    return out
+
+
+def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequence[_Scoring],
+               benchmark: Benchmark, config: EvalConfig, out: Path, timings: dict[str, float]
+               ) -> list[dict[str, Any]]:
+    requests, errors = _requests(batch, benchmark, config, timings)
+    live = [k for k, r in enumerate(requests) if r is not None]
+    tick = time.perf_counter()
+    answered = _generate(adapter, [requests[k] for k in live])
+    elapsed = time.perf_counter() - tick
+    timings["generate"] += elapsed
+    responses: list[Response] = [Response(error=e) for e in errors]
+    for k, response in zip(live, answered):
+        responses[k] = response
+
+    rows, samples = [], []
+    for item, response in zip(batch, responses):
+        row: dict[str, Any] = {
+            "id": item.id, "prompt": item.prompt, "prompt_audio": _describe_audio(item.audio),
+            "reference": item.reference, "style": item.style, "meta": _jsonable(item.meta),
+            "response.text": response.text, "response.audio": None, "response.error": response.error,
+            "response.seconds": round(elapsed / max(len(live), 1), 4),
+        }
+        audio, rate = None, None
+        if response.audio is not None and response.error is None:
+            try:
+                audio, rate = _response_audio(response, config.limits)
+                path = Path(RESPONSES_DIR) / f"{safe_name(item.id)}.wav"
+                _write_wav(out / path, audio, rate)
+                row["response.audio"] = path.as_posix()
+            except AudioError as e:
+                row["response.error"] = f"response audio {e}"
+                audio, rate = None, None
+        if response.meta:
+            row["response.meta"] = _jsonable(response.meta)
+        rows.append(row)
+        samples.append(Sample(
+            id=item.id, audio=audio, sample_rate=rate, text=response.text, prompt=item.prompt,
+            reference=item.reference, meta={**item.meta, **({"style": item.style} if item.style else {}),
+                                            "response_error": row["response.error"]},
+        ))
+
+    item_fields = [{**item.meta, "id": item.id, "style": item.style, "reference": item.reference}
+                   for item in batch]
+    for s in scorings:
+        indices = [k for k in range(len(batch)) if matches(s.spec.where, item_fields[k])]
+        views: list[Sample] = list(samples)
+        runnable = []
+        for k in indices:
+            failed = rows[k]["response.error"]
+            if failed:
+                rows[k][f"{s.prefix}.value"] = None
+                rows[k][f"{s.prefix}.error"] = f"no response: {failed}"
+                continue
+            view, problem = _view(samples[k], rows[k], s.on)
+            if problem:
+                rows[k][f"{s.prefix}.value"] = None
+                rows[k][f"{s.prefix}.error"] = problem
+                continue
+            views[k] = view
+            runnable.append(k)
+        run_scorer(s.scorer, samples, rows, runnable, timings, prefix=s.prefix, views=views)
+    return rows
+
+
+def _view(sample: Sample, row: dict[str, Any], on: str) -> tuple[Sample, str | None]:
+    """The sample as a scorer reading ``on`` sees it: the text channel, or the ASR transcript as its text."""
+    if on == "text" or (on == "auto" and sample.text is not None):
+        return sample, None
+    transcript = row.get("asr.transcript")
+    if transcript is None:
+        why = row.get("asr.error") or "the response has no speech"
+        return sample, f"no transcript of the spoken answer ({why})"
+    return replace(sample, text=transcript), None
+
+
+def _response_audio(response: Response, limits: AudioLimits):
+    import numpy as np
+
+    if not response.sample_rate:
+        raise AudioError("unreadable", "the model returned audio without a sample rate")
+    samples = to_mono(np.asarray(response.audio))
+    validate(samples, response.sample_rate, limits)
+    return samples, int(response.sample_rate)
+
+
+def _write_wav(path: Path, audio, rate: int) -> None:
+    import soundfile as sf
+
+    tmp = path.with_suffix(".tmp.wav")
+    sf.write(str(tmp), audio, rate, subtype="PCM_16")
+    tmp.replace(path)
+
+
+def _describe_audio(cell: Any) -> str | None:
+    """The prompt audio as a short string for samples.jsonl (a path, or what kind of embedded audio it was)."""
+    if cell is None:
+        return None
+    if isinstance(cell, (str, Path)):
+        return str(cell)
+    if isinstance(cell, Mapping) and isinstance(cell.get("path"), str) and cell.get("path"):
+        return cell["path"]
+    return "<embedded>"
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays and other oddities made JSON-safe (arrays of audio are dropped)."""
+    import numpy as np
+
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 64 else f"<array {value.shape}>"
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _columns(rows: Sequence[dict[str, Any]], prefixes: Sequence[str]) -> list[str]:
+    seen: dict[str, list[str]] = {p: [] for p in prefixes}
+    extra: list[str] = []
+    for row in rows:
+        for key in row:
+            prefix = key.split(".", 1)[0]
+            if prefix in seen and key not in seen[prefix]:
+                seen[prefix].append(key)
+            elif prefix not in seen and key not in BASE_COLUMNS and key not in extra:
+                extra.append(key)
+    cols = [*BASE_COLUMNS, *extra]
+    for p in prefixes:
+        metric_cols = [c for c in seen[p] if c not in (f"{p}.value", f"{p}.error")]
+        cols += [f"{p}.value", *metric_cols, f"{p}.error"]
+    return cols
+
+
+def _row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {**(row.get("meta") or {}), "id": row["id"], "style": row.get("style"), "reference": row.get("reference")}
+
+
+def metric_value(rows: Sequence[dict[str, Any]], metric: Mapping[str, Any]) -> dict[str, Any]:
+    """mean × scale over the items the metric applies to whose column has a number; the others with the column
+    present but empty are counted as failed."""
+    values, failed = [], 0
+    for row in rows:
+        if not matches(metric.get("where"), _row_fields(row)) or metric["column"] not in row:
+            continue
+        v = row[metric["column"]]
+        if isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, (int, float)):
+            values.append(float(v))
+        else:
+            failed += 1
+    scale = metric["scale"]
+    mean = sum(values) / len(values) if values else None
+    stderr = _stderr(values)
+    return {
+        "value": None if mean is None else round(mean * scale, 6),
+        "stderr": None if stderr is None else round(stderr * scale, 6),
+        "n": len(values), "n_failed": failed, "scale": scale, "column": metric["column"],
+        "higher_is_better": metric["higher_is_better"], "where": metric.get("where"),
+        "description": metric.get("description", ""),
+    }
+
+
+def _results(benchmark: Benchmark, settings: dict[str, Any], metrics_plan: Sequence[dict[str, Any]],
+             rows: Sequence[dict[str, Any]], ids: Sequence[str], timings: dict[str, float], seconds: float,
+             scorings: Sequence[_Scoring], adapter: ModelAdapter) -> dict[str, Any]:
+    prefixes = [s.prefix for s in scorings]
+    with_errors = sum(1 for r in rows if r.get("response.error") or any(r.get(f"{p}.error") for p in prefixes))
+    generate = timings.get("generate", 0.0)
+    score_s = sum(v for k, v in timings.items() if k not in ("generate", "prompt_audio"))
+    return {
+        "format": FORMAT,
+        "benchmark": settings["benchmark"],
+        "model": {"name": adapter.name, "settings": _info(adapter)},  # resolved ids now that models are loaded
+        "config": settings["config"],
+        "scorers": {s.prefix: {**s.scorer.info().as_dict(), "reads": s.on,
+                               "where": dict(s.spec.where) if s.spec.where else None} for s in scorings},
+        "metrics": {m["name"]: metric_value(rows, m) for m in metrics_plan},
+        "primary": benchmark.primary,
+        "n_items": len(ids),
+        "n_rows": len(rows),
+        "n_responded": sum(1 for r in rows if not r.get("response.error")),
+        "n_items_with_errors": with_errors,
+        "complete": len(rows) == len(ids),
+        "columns": column_stats(rows, [c for c in _columns(rows, prefixes)
+                                       if c.split(".", 1)[0] in prefixes or c == "response.seconds"]),
+        "environment": environment(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": {"prompt_audio": round(timings.get("prompt_audio", 0.0), 3), "generate": round(generate, 3),
+                    "score": round(score_s, 3), "total": round(seconds, 3),
+                    "by_scorer": {p: round(timings.get(p, 0.0), 3) for p in prefixes}},
+    }

@@ -1,0 +1,305 @@
+"""The eval runner on model-free adapters and scorers: rows, metrics, per-item failures, resume, shards, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from evalsuite.adapters import AdapterError, ResponsesFile, build_adapter
+from evalsuite.benchmark import BenchmarkError, list_benchmarks, load_benchmark, parse_benchmark
+from evalsuite.eval import EvalConfig, RunConflictError, plan_scorers, run_eval
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+FAKES = "eval_fakes"
+
+
+@pytest.fixture(autouse=True)
+def _fakes_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+def _tone(path: Path, seconds: float = 0.6) -> Path:
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+    return path
+
+
+QUESTIONS = [("q1", "What is the capital of France?", "France", "qa"),
+             ("q2", "Which planet is red, Mars?", "Mars", "qa"),
+             ("q3", "Pick one: Venus?", "Earth", "mcq"),
+             ("q4", "Name a colour like blue?", "blue", "qa"),
+             ("q5", "Is water wet, yes?", "yes", "mcq")]
+
+
+def _benchmark(tmp_path: Path, *, audio: bool = True, extra_items=(), metrics=None, scorers=None) -> Path:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    rows = []
+    for item_id, prompt, reference, category in QUESTIONS:
+        row = {"id": item_id, "prompt": prompt, "reference": reference, "category": category}
+        if audio:
+            row["audio"] = _tone(data / f"{item_id}.wav").name
+        rows.append(row)
+    rows += list(extra_items)
+    (data / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    definition = {
+        "name": "tiny-test", "version": 1, "description": "runner test",
+        "source": {"local": "data/items.jsonl"},
+        "fields": {"id": "id", "audio": "audio", "prompt": "prompt", "reference": "reference",
+                   "meta": ["category"]},
+        "scorers": scorers or [
+            {"name": f"{FAKES}:ContainsScorer", "column": "contains"},
+            {"name": f"{FAKES}:WordsInAnswerScorer", "column": "nwords", "where": {"category": "qa"}},
+        ],
+        "metrics": metrics or [
+            {"name": "accuracy", "column": "contains.value", "scale": 100},
+            {"name": "length", "column": "nwords.value", "higher_is_better": False},
+        ],
+        "primary": "accuracy",
+    }
+    path = tmp_path / "tiny-test.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    return path
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_rows_metrics_and_response_audio(tmp_path):
+    bench = load_benchmark(_benchmark(tmp_path))
+    adapter = build_adapter(f"{FAKES}:EchoAdapter")
+    result = run_eval(bench, adapter, tmp_path / "run", progress=False)
+    rows = _rows(tmp_path / "run")
+    assert [r["id"] for r in rows] == ["q1", "q2", "q3", "q4", "q5"]
+    # answers end with the last word of the question: France, Mars, Venus, blue, yes → 4 of 5 contain the reference
+    assert [r["contains.value"] for r in rows] == [1.0, 1.0, 0.0, 1.0, 1.0]
+    assert rows[0]["response.text"].startswith("I heard audio.")
+    assert (tmp_path / "run" / rows[0]["response.audio"]).is_file()
+    # nwords only ran where category == qa; the mcq items have no such column (not failures)
+    assert "nwords.value" not in rows[2] and rows[0]["nwords.value"] == 7.0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["format"] == "wavalign.eval/1" and res["complete"] and res["n_items_with_errors"] == 0
+    assert res["metrics"]["accuracy"]["value"] == pytest.approx(80.0)
+    assert res["metrics"]["accuracy"]["n"] == 5 and res["metrics"]["accuracy"]["n_failed"] == 0
+    assert res["metrics"]["length"] == pytest.approx(res["metrics"]["length"]) and res["metrics"]["length"]["n"] == 3
+    assert res["benchmark"]["definition_sha256"] and res["environment"]["packages"]
+    assert res["model"]["name"] == "echo" and res["primary"] == "accuracy"
+    assert result.all_scored
+    assert (tmp_path / "run" / "samples.csv").read_text().startswith("id,prompt,")
+
+
+def test_bad_prompt_audio_failing_adapter_item_and_missing_response_are_per_item(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    _tone(data / "boom.wav")
+    extra = [
+        {"id": "corrupt", "prompt": "Hello there?", "reference": "there", "category": "qa", "audio": "broken.wav"},
+        {"id": "missing", "prompt": "Hi you?", "reference": "you", "category": "qa", "audio": "nope.wav"},
+        {"id": "boom", "prompt": "Explode now?", "reference": "now", "category": "qa", "audio": "boom.wav"},
+        {"id": "noaudio", "prompt": "Quiet?", "reference": "Quiet", "category": "qa"},
+    ]
+    bench = load_benchmark(_benchmark(tmp_path, extra_items=extra))
+    result = run_eval(bench, build_adapter(f"{FAKES}:EchoAdapter"), tmp_path / "run", EvalConfig(batch_size=8),
+                      progress=False)
+    rows = {r["id"]: r for r in _rows(tmp_path / "run")}
+    assert len(rows) == 9
+    assert rows["noaudio"]["response.error"] == "row 8: no 'audio' (fields.audio)"
+    assert rows["corrupt"]["response.error"].startswith("prompt audio unreadable")
+    assert rows["missing"]["response.error"].startswith("prompt audio missing")
+    assert "model failed: RuntimeError: model exploded" in rows["boom"]["response.error"]
+    for bad in ("corrupt", "missing", "boom", "noaudio"):
+        assert rows[bad]["contains.value"] is None and rows[bad]["contains.error"].startswith("no response:")
+    # the items in the same batch as the exploding one were answered one by one
+    assert rows["q1"]["contains.value"] == 1.0
+    res = result.results
+    assert res["metrics"]["accuracy"]["n"] == 5 and res["metrics"]["accuracy"]["n_failed"] == 4
+    assert res["n_items_with_errors"] == 4 and not result.all_scored
+
+
+def test_rerun_without_resume_refuses_and_resume_skips_done_items(tmp_path):
+    bench = load_benchmark(_benchmark(tmp_path))
+    log = tmp_path / "answered.log"
+    adapter = build_adapter(f"{FAKES}:EchoAdapter", {"log": str(log)})
+    run_eval(bench, adapter, tmp_path / "run", EvalConfig(limit=3), progress=False)
+    assert log.read_text().split() == ["q1", "q2", "q3"]
+    with pytest.raises(RunConflictError, match="--resume"):
+        run_eval(bench, adapter, tmp_path / "run", progress=False)
+    result = run_eval(bench, adapter, tmp_path / "run", EvalConfig(resume=True), progress=False)
+    assert log.read_text().split() == ["q1", "q2", "q3", "q4", "q5"]
+    assert result.n_resumed == 3 and result.n_done_now == 2 and result.results["complete"]
+    other = load_benchmark(_benchmark(tmp_path, metrics=[{"name": "accuracy", "column": "contains.value"}]))
+    assert other.metrics[0].scale == 1.0
+    with pytest.raises(RunConflictError, match="other settings"):
+        run_eval(bench, build_adapter(f"{FAKES}:EchoAdapter", {"speak": False}), tmp_path / "run",
+                 EvalConfig(resume=True), progress=False)
+    run_eval(bench, adapter, tmp_path / "run", EvalConfig(overwrite=True, limit=1), progress=False)
+    assert [r["id"] for r in _rows(tmp_path / "run")] == ["q1"]
+
+
+def test_scorers_reading_the_transcript_get_asr_first():
+    bench = parse_benchmark({
+        "name": "x", "version": 1, "primary": "a",
+        "scorers": [{"name": "judge", "args": {"rubric": "open"}}, {"name": "quality"}],
+        "metrics": [{"name": "a", "column": "judge.value"}],
+    })
+    assert [(s.name, on, p) for s, on, p in plan_scorers(bench, EvalConfig())] == [
+        ("judge", "text", "judge"), ("quality", "text", "quality")]
+    assert [(s.name, on, p) for s, on, p in plan_scorers(bench, EvalConfig(judge_on="transcript"))] == [
+        ("asr", "text", "asr"), ("judge", "transcript", "judge"), ("quality", "text", "quality")]
+    assert [(s.name, on, p) for s, on, p in plan_scorers(bench, EvalConfig(judge_on="both"))] == [
+        ("asr", "text", "asr"), ("judge", "text", "judge"), ("judge", "transcript", "judge_s2s"),
+        ("quality", "text", "quality")]
+
+
+def test_definition_errors_are_clear(tmp_path):
+    with pytest.raises(BenchmarkError, match="did you mean 'demo'"):
+        load_benchmark("dmeo")
+    base = {"name": "x", "version": 1, "primary": "a", "scorers": [{"name": "mcq"}],
+            "metrics": [{"name": "a", "column": "mcq.value"}]}
+    parse_benchmark(base)
+    with pytest.raises(BenchmarkError, match="unknown keys"):
+        parse_benchmark({**base, "scorer": []})
+    with pytest.raises(BenchmarkError, match="which no scorer writes"):
+        parse_benchmark({**base, "metrics": [{"name": "a", "column": "judge.value"}]})
+    with pytest.raises(BenchmarkError, match="primary"):
+        parse_benchmark({**base, "primary": "b"})
+    with pytest.raises(BenchmarkError, match="on must be"):
+        parse_benchmark({**base, "scorers": [{"name": "mcq", "on": "speech"}]})
+
+
+def test_builtin_definitions_parse_and_list():
+    names = [b.name for b in list_benchmarks()]
+    assert "demo" in names
+    for b in list_benchmarks():
+        assert b.primary in [m.name for m in b.metrics]
+
+
+def test_responses_file_with_item_fields_needs_no_benchmark_data(tmp_path):
+    """VoiceBench's own output files (prompt, response, reference per line, dataset order) are rescored as is."""
+    outputs = tmp_path / "mymodel-openbookqa-test-audio.jsonl"
+    lines = [{"prompt": p, "response": f"Well, {ref} it is.", "reference": ref} for _, p, ref, _ in QUESTIONS[:3]]
+    lines[2]["response"] = "no idea"
+    outputs.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    definition = {"name": "rescore", "version": 1, "source": {"hf": "nobody/offline-only", "split": "test"},
+                  "fields": {"audio": "audio", "prompt": "prompt", "reference": "reference"},
+                  "scorers": [{"name": f"{FAKES}:ContainsScorer", "column": "contains"}],
+                  "metrics": [{"name": "acc", "column": "contains.value", "scale": 100}], "primary": "acc"}
+    path = tmp_path / "rescore.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    adapter = build_adapter(f"responses:{outputs}")
+    assert isinstance(adapter, ResponsesFile) and adapter.name == outputs.stem
+    result = run_eval(load_benchmark(path), adapter, tmp_path / "run", progress=False)
+    rows = _rows(tmp_path / "run")
+    assert [r["id"] for r in rows] == ["test-0000", "test-0001", "test-0002"]
+    assert [r["contains.value"] for r in rows] == [1.0, 1.0, 0.0]
+    assert result.results["metrics"]["acc"]["value"] == pytest.approx(200 / 3)
+
+
+def test_responses_folder_matches_ids_and_reports_missing(tmp_path):
+    bench = load_benchmark(_benchmark(tmp_path))
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    (answers / "q1.txt").write_text("France!")
+    _tone(answers / "q1.wav")
+    (answers / "q2.txt").write_text("Jupiter")
+    result = run_eval(bench, build_adapter(f"responses:{answers}"), tmp_path / "run", progress=False)
+    rows = {r["id"]: r for r in _rows(tmp_path / "run")}
+    assert rows["q1"]["contains.value"] == 1.0 and rows["q1"]["response.audio"] == "responses/q1.wav"
+    assert rows["q2"]["contains.value"] == 0.0 and rows["q2"]["response.audio"] is None
+    assert "no response file for 'q3'" in rows["q3"]["response.error"]
+    assert result.results["metrics"]["accuracy"]["n_failed"] == 3
+
+
+def test_adapter_spec_errors(tmp_path):
+    with pytest.raises(AdapterError, match="did you mean 'cascade'"):
+        build_adapter("cascad")
+    with pytest.raises(AdapterError, match="does not exist"):
+        build_adapter(f"responses:{tmp_path / 'nothing'}")
+    with pytest.raises(AdapterError, match="cannot import"):
+        build_adapter("nosuchpkg.mod:Model")
+
+
+def _cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]), **(env or {})},
+                          **kw)
+
+
+@pytest.mark.slow
+def test_cli_resume_after_a_real_kill_loses_and_repeats_nothing(tmp_path):
+    path = _benchmark(tmp_path)
+    log = tmp_path / "answered.log"
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cli", "eval", "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter",
+           "--model-arg", "delay=0.4", "--batch-size", "1", "-o", str(out), "--no-progress", "--no-leaderboard"]
+    env = {**os.environ, "ECHO_ADAPTER_LOG": str(log), "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if (out / "samples.jsonl").exists() and len((out / "samples.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = [json.loads(x)["id"] for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert 2 <= len(done_before) < 5
+    again = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    rows = _rows(out)
+    assert [r["id"] for r in rows] == ["q1", "q2", "q3", "q4", "q5"]
+    answered = log.read_text().split()
+    # every item answered once, except at most the one in flight when the kill came
+    assert len(answered) - len(set(answered)) <= 1 and set(answered) == {"q1", "q2", "q3", "q4", "q5"}
+    assert "resumed from an earlier run" in again.stdout
+
+
+@pytest.mark.slow
+def test_cli_eval_exit_codes_and_list(tmp_path):
+    listed = _cli("eval", "--list")
+    assert listed.returncode == 0 and "demo" in listed.stdout
+    unknown = _cli("eval", "--benchmark", "dmeo")
+    assert unknown.returncode == 2 and "did you mean 'demo'" in unknown.stderr
+    extra = [{"id": "boom", "prompt": "Explode now?", "reference": "now", "category": "qa"}]
+    path = _benchmark(tmp_path, extra_items=extra)
+    failed = _cli("eval", "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "-o", str(tmp_path / "r"),
+                  "--no-progress")
+    assert failed.returncode == 1, failed.stderr
+    assert "6/6 items, 1 with errors" in failed.stdout
+    assert (tmp_path / "leaderboard.csv").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch_equal_one_process(tmp_path):
+    path = _benchmark(tmp_path)
+    single = _cli("eval", "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "-o", str(tmp_path / "one"),
+                  "--no-progress", "--no-leaderboard", "--batch-size", "2")
+    assert single.returncode == 0, single.stderr
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli", "eval",
+              "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "-o", str(tmp_path / "two"),
+              "--no-progress", "--no-leaderboard", "--batch-size", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    two = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    strip = ("response.seconds",)
+    one_rows = [{k: v for k, v in r.items() if k not in strip} for r in _rows(tmp_path / "one")]
+    two_rows = [{k: v for k, v in r.items() if k not in strip} for r in _rows(tmp_path / "two")]
+    assert one_rows == two_rows
+    assert not list((tmp_path / "two").glob("samples.rank*.jsonl"))
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert r1["metrics"] == r2["metrics"]
+    assert sorted(p.name for p in (tmp_path / "two" / "responses").iterdir()) == [f"q{i}.wav" for i in range(1, 6)]

@@ -69,14 +69,18 @@ class ScorerSpec:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A reported number: the mean of a per-item column over the items it applies to, times ``scale``."""
+    """A reported number, times ``scale``: the mean of a per-item column over the items it applies to; with
+    ``denominator``, the pooled ratio sum(column) / sum(denominator) (e.g. instructions followed / given); with
+    ``mean_of``, the mean of other metrics (already scaled; empty if any of them is)."""
 
     name: str
-    column: str
+    column: str | None = None
     scale: float = 1.0
     higher_is_better: bool = True
     where: Mapping[str, Any] | None = None
     description: str = ""
+    denominator: str | None = None
+    mean_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,17 +173,23 @@ def parse_benchmark(data: Mapping[str, Any], path: Path | None = None, sha256: s
 
     metrics = []
     for k, raw in enumerate(data["metrics"] or []):
-        if not isinstance(raw, Mapping) or "name" not in raw or "column" not in raw:
-            raise bad(f"metrics[{k}] needs a name and a column")
-        extra = set(raw) - {"name", "column", "scale", "higher_is_better", "where", "description"}
+        if not isinstance(raw, Mapping) or "name" not in raw or ("column" in raw) == ("mean_of" in raw):
+            raise bad(f"metrics[{k}] needs a name and either a column or mean_of")
+        extra = set(raw) - {"name", "column", "scale", "higher_is_better", "where", "description", "denominator",
+                            "mean_of"}
         if extra:
             raise bad(f"metrics[{k}]: unknown keys {sorted(extra)}")
-        metric = MetricSpec(name=str(raw["name"]), column=str(raw["column"]), scale=float(raw.get("scale", 1.0)),
+        metric = MetricSpec(name=str(raw["name"]), column=raw.get("column"), scale=float(raw.get("scale", 1.0)),
                             higher_is_better=bool(raw.get("higher_is_better", True)), where=raw.get("where"),
-                            description=str(raw.get("description", "")))
-        if metric.column.split(".", 1)[0] not in prefixes:
-            raise bad(f"metric '{metric.name}' reads column '{metric.column}', which no scorer writes "
-                      f"(scorers: {', '.join(prefixes)})")
+                            description=str(raw.get("description", "")), denominator=raw.get("denominator"),
+                            mean_of=tuple(raw.get("mean_of") or ()))
+        for column in (metric.column, metric.denominator):
+            if column is not None and str(column).split(".", 1)[0] not in prefixes:
+                raise bad(f"metric '{metric.name}' reads column '{column}', which no scorer writes "
+                          f"(scorers: {', '.join(prefixes)})")
+        unknown_parts = [m for m in metric.mean_of if m not in {x.name for x in metrics}]
+        if unknown_parts:
+            raise bad(f"metric '{metric.name}': mean_of names metrics not defined before it: {unknown_parts}")
         metrics.append(metric)
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):

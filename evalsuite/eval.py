@@ -137,11 +137,15 @@ def _metrics_plan(benchmark: Benchmark, plan: Sequence[tuple[ScorerSpec, str, st
     out = []
     for m in benchmark.metrics:
         entry = {"name": m.name, "column": m.column, "scale": m.scale, "higher_is_better": m.higher_is_better,
-                 "where": m.where, "description": m.description}
+                 "where": m.where, "description": m.description, "denominator": m.denominator,
+                 "mean_of": list(m.mean_of)}
         out.append(entry)
-        prefix, _, rest = m.column.partition(".")
+        prefix = (m.column or "").partition(".")[0]
         if prefix in s2s:
-            out.append({**entry, "name": f"{m.name}_s2s", "column": f"{prefix}_s2s.{rest}"})
+            out.append({**entry, "name": f"{m.name}_s2s", "column": m.column.replace(prefix, f"{prefix}_s2s", 1),
+                        "denominator": m.denominator and m.denominator.replace(prefix, f"{prefix}_s2s", 1)})
+        elif m.mean_of and any(f"{x}_s2s" in {e["name"] for e in out} for x in m.mean_of):
+            out.append({**entry, "name": f"{m.name}_s2s", "mean_of": [f"{x}_s2s" for x in m.mean_of]})
     return out
 
 
@@ -532,30 +536,59 @@ def _row_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {**(row.get("meta") or {}), "id": row["id"], "style": row.get("style"), "reference": row.get("reference")}
 
 
-def metric_value(rows: Sequence[dict[str, Any]], metric: Mapping[str, Any]) -> dict[str, Any]:
-    """mean × scale over the items the metric applies to whose column has a number; the others with the column
-    present but empty are counted as failed."""
-    values, failed = [], 0
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def metric_value(rows: Sequence[dict[str, Any]], metric: Mapping[str, Any],
+                 done: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """mean × scale over the items the metric applies to whose column has a number (the others with the column
+    present but empty count as failed); the pooled ratio with a ``denominator``; the mean of earlier metrics
+    (``done``) with ``mean_of``."""
+    scale = metric["scale"]
+    common = {"scale": scale, "column": metric["column"], "higher_is_better": metric["higher_is_better"],
+              "where": metric.get("where"), "description": metric.get("description", "")}
+    if metric.get("mean_of"):
+        parts = [(done or {}).get(name, {}) for name in metric["mean_of"]]
+        values = [p.get("value") for p in parts]
+        value = None if any(v is None for v in values) else sum(values) / len(values)
+        return {"value": None if value is None else round(value, 6), "stderr": None,
+                "n": min((p.get("n", 0) for p in parts), default=0),
+                "n_failed": max((p.get("n_failed", 0) for p in parts), default=0), **common,
+                "mean_of": list(metric["mean_of"])}
+    values, denominators, failed = [], [], 0
     for row in rows:
         if not matches(metric.get("where"), _row_fields(row)) or metric["column"] not in row:
             continue
-        v = row[metric["column"]]
-        if isinstance(v, bool):
-            v = float(v)
-        if isinstance(v, (int, float)):
-            values.append(float(v))
-        else:
+        v = _number(row[metric["column"]])
+        d = _number(row.get(metric["denominator"])) if metric.get("denominator") else 1.0
+        if v is None or d is None:
             failed += 1
-    scale = metric["scale"]
-    mean = sum(values) / len(values) if values else None
-    stderr = _stderr(values)
+        else:
+            values.append(v)
+            denominators.append(d)
+    if metric.get("denominator"):
+        total = sum(denominators)
+        mean = sum(values) / total if total else None
+        # delta-method standard error of a ratio of sums
+        stderr = None if mean is None else _stderr([(v - mean * d) / (total / len(values))
+                                                    for v, d in zip(values, denominators)])
+    else:
+        mean = sum(values) / len(values) if values else None
+        stderr = _stderr(values)
     return {
         "value": None if mean is None else round(mean * scale, 6),
         "stderr": None if stderr is None else round(stderr * scale, 6),
-        "n": len(values), "n_failed": failed, "scale": scale, "column": metric["column"],
-        "higher_is_better": metric["higher_is_better"], "where": metric.get("where"),
-        "description": metric.get("description", ""),
+        "n": len(values), "n_failed": failed, **common,
+        **({"denominator": metric["denominator"]} if metric.get("denominator") else {}),
     }
+
+
+def _metric_values(rows: Sequence[dict[str, Any]], plan: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in plan:
+        out[m["name"]] = metric_value(rows, m, out)
+    return out
 
 
 def _results(benchmark: Benchmark, settings: dict[str, Any], metrics_plan: Sequence[dict[str, Any]],
@@ -572,7 +605,7 @@ def _results(benchmark: Benchmark, settings: dict[str, Any], metrics_plan: Seque
         "config": settings["config"],
         "scorers": {s.prefix: {**s.scorer.info().as_dict(), "reads": s.on,
                                "where": dict(s.spec.where) if s.spec.where else None} for s in scorings},
-        "metrics": {m["name"]: metric_value(rows, m) for m in metrics_plan},
+        "metrics": _metric_values(rows, metrics_plan),
         "primary": benchmark.primary,
         "n_items": len(ids),
         "n_rows": len(rows),

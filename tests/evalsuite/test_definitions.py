@@ -49,8 +49,12 @@ def test_voicebench_suite_is_the_leaderboards_nine_subsets():
         assert benchmark.source["hf"] == "hlt-lab/voicebench" and benchmark.source["subset"] == subset
         primary = benchmark.metric(benchmark.primary)
         # every primary is on VoiceBench's 0-100 overall scale: 1-5 judge scores x20, fractions x100
-        assert (primary.column, primary.scale) in {("judge.score", 20.0), (f"{primary.column.split('.')[0]}.value",
-                                                                          100.0)}
+        if subset == "ifeval":  # the mean of the four IFEval accuracies, each x100
+            assert len(primary.mean_of) == 4
+            assert all(benchmark.metric(m).scale == 100.0 for m in primary.mean_of)
+        else:
+            assert (primary.column, primary.scale) in {("judge.score", 20.0),
+                                                       (f"{primary.column.split('.')[0]}.value", 100.0)}
         assert primary.higher_is_better
 
 

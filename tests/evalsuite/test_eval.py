@@ -303,3 +303,23 @@ def test_two_processes_under_accelerate_launch_equal_one_process(tmp_path):
     r2 = json.loads((tmp_path / "two" / "results.json").read_text())
     assert r1["metrics"] == r2["metrics"]
     assert sorted(p.name for p in (tmp_path / "two" / "responses").iterdir()) == [f"q{i}.wav" for i in range(1, 6)]
+
+
+def test_pooled_ratio_and_mean_of_metrics():
+    """VoiceBench's IFEval: instruction-level accuracy pools instructions; the score is the mean of four."""
+    from evalsuite.eval import _metric_values
+
+    rows = [{"id": "a", "x.followed": 1, "x.n": 1, "x.prompt": 1.0},
+            {"id": "b", "x.followed": 1, "x.n": 3, "x.prompt": 0.0},
+            {"id": "c", "x.followed": None, "x.n": None, "x.prompt": None}]
+    plan = [{"name": "inst", "column": "x.followed", "denominator": "x.n", "scale": 100, "higher_is_better": True},
+            {"name": "prompt", "column": "x.prompt", "scale": 100, "higher_is_better": True},
+            {"name": "score", "column": None, "mean_of": ["inst", "prompt"], "scale": 1.0, "higher_is_better": True}]
+    out = _metric_values(rows, plan)
+    assert out["inst"]["value"] == pytest.approx(50.0)  # 2 of 4 instructions, not the per-item mean (66.7)
+    assert out["inst"]["n"] == 2 and out["inst"]["n_failed"] == 1
+    assert out["prompt"]["value"] == pytest.approx(50.0)
+    assert out["score"]["value"] == pytest.approx(50.0)
+    rows[0]["x.prompt"] = None
+    rows[1]["x.prompt"] = None
+    assert _metric_values(rows, plan)["score"]["value"] is None  # a part without a value → no overall number

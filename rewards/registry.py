@@ -19,6 +19,11 @@ SCORERS: dict[str, str] = {
     "judge": "rewards.judge:JudgeScorer",
     "prosody": "rewards.prosody:ProsodyScorer",
     "emotion": "rewards.emotion:EmotionScorer",
+    "mcq": "rewards.rules:McqScorer",
+    "yesno": "rewards.rules:YesNoScorer",
+    "refusal": "rewards.rules:RefusalScorer",
+    "bbh": "rewards.rules:BbhScorer",
+    "ifeval": "rewards.rules:IfevalScorer",
 }
 
 

@@ -1,0 +1,212 @@
+"""Rule-based extractors against our own realistic answers (tests/data/extraction/*.jsonl) and hard cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rewards.extract import (
+    detect_refusal,
+    extract_bbh,
+    extract_choice,
+    extract_number,
+    extract_yes_no,
+    number_matches,
+    options_from,
+    reference_choice,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "extraction"
+
+
+def load(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+def accuracy(rows: list[dict], extract) -> tuple[float, list[str]]:
+    misses = []
+    for row in rows:
+        got = extract(row).value
+        if got != row["expected"]:
+            misses.append(f"{row['response'][:70]!r}: expected {row['expected']!r}, got {got!r}")
+    return 1 - len(misses) / len(rows), misses
+
+
+# -- the labelled sets ----------------------------------------------------------------------------------------------
+def test_mcq_set_accuracy():
+    rows = load("mcq.jsonl")
+    assert len(rows) >= 50
+    acc, misses = accuracy(rows, lambda r: extract_choice(r["response"],
+                                                          options_from(r.get("choices"), r.get("prompt")) or None))
+    print(f"mcq extraction accuracy {acc:.3f} on {len(rows)}")
+    assert acc >= 0.95, misses
+
+
+def test_yes_no_set_accuracy():
+    rows = load("yes_no.jsonl")
+    assert len(rows) >= 50
+    acc, misses = accuracy(rows, lambda r: extract_yes_no(r["response"]))
+    print(f"yes/no extraction accuracy {acc:.3f} on {len(rows)}")
+    assert acc >= 0.95, misses
+
+
+def test_refusal_set_accuracy():
+    rows = load("refusal.jsonl")
+    assert len(rows) >= 50
+    assert sum(r["expected"] for r in rows) >= 20 and sum(not r["expected"] for r in rows) >= 20  # both kinds
+    acc, misses = accuracy(rows, lambda r: detect_refusal(r["response"]))
+    print(f"refusal detection accuracy {acc:.3f} on {len(rows)}")
+    assert acc >= 0.95, misses
+
+
+# -- multiple choice: hard cases ------------------------------------------------------------------------------------
+CAPITALS = {"A": "Lyon", "B": "Marseille", "C": "Paris", "D": "Nice"}
+
+
+@pytest.mark.parametrize("response, letter, method", [
+    ("The answer is (B).", "B", "letter"),
+    ("**C**", "C", "letter"),
+    ("I'd go with option d", "D", "letter"),
+    ("B) Paris", "B", "letter"),  # the letter decides, even when its text is another option's
+    ("It's not A or C; the answer is B.", "B", "letter"),
+    ("A is wrong because it is too far south, so D.", "D", "letter"),
+    ("Hmm. B.", "B", "bare_letter"),
+    ("The answer is A. Actually, wait, it's C.", "C", "letter"),
+    ("the answer is um b", "B", "letter"),
+    ("option see", "C", "letter"),  # an ASR transcript of "option C"
+    ("I'd say the third one.", "C", "letter"),
+    ("The capital is Paris.", "C", "option_text"),
+    ("Definitely not Lyon. Paris!", "C", "option_text"),
+])
+def test_choice_hard_cases(response, letter, method):
+    found = extract_choice(response, CAPITALS)
+    assert (found.value, found.method) == (letter, method), found
+
+
+@pytest.mark.parametrize("response, reason", [
+    ("It could be B or C.", "hedges"),
+    ("Lyon or Paris, I always mix them up.", "several options"),
+    ("A is wrong and so is B.", "only rejects"),
+    ("I'm leaning towards B but A is also possible.", "open"),
+    ("That's a tricky one!", "no choice"),
+    ("", "empty"),
+])
+def test_choice_refuses_to_guess(response, reason):
+    found = extract_choice(response, CAPITALS)
+    assert found.value is None and reason in found.reason, found
+
+
+def test_choice_article_a_is_not_option_a():
+    assert extract_choice("A good question. I think it's a tough one, but I'd go with c").value == "C"
+    assert extract_choice("It's a").value == "A"
+    assert extract_choice("a steel spoon").value is None  # no options to match the text against
+
+
+def test_choice_rejections_are_reported():
+    found = extract_choice("Not A, and C is incorrect too. B.")
+    assert found.value == "B" and found.details["rejected"] == ["A", "C"]
+
+
+def test_options_from_meta_and_prompt():
+    assert options_from(["x", "y"]) == {"A": "x", "B": "y"}
+    assert options_from({"(a)": "x", "b": "y"}) == {"A": "x", "B": "y"}
+    assert options_from(None, "Pick one. A. red B. blue C. green") == {"A": "red", "B": "blue", "C": "green"}
+    assert options_from(None, "What is two plus two?") == {}
+
+
+def test_letters_outside_the_options_do_not_count():
+    assert extract_choice("E", {"A": "x", "B": "y"}).value is None
+
+
+def test_reference_choice():
+    assert reference_choice("B") == "B"
+    assert reference_choice("(c)") == "C"
+    assert reference_choice("Option D") == "D"
+    assert reference_choice("Paris", CAPITALS) == "C"
+    assert reference_choice("Rome", CAPITALS) is None
+    assert reference_choice("") is None
+
+
+# -- yes / no, numbers ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("response, said", [
+    ("No doubt about it, yes.", "yes"),
+    ("Yes. Wait, no, I was wrong, it's no.", "no"),
+    ("There's no evidence for that, so no.", "no"),
+    ("It isn't.", "no"),
+    ("so the final answer is yes", "yes"),
+    ("I don't think so.", "no"),
+])
+def test_yes_no_hard_cases(response, said):
+    assert extract_yes_no(response).value == said
+
+
+@pytest.mark.parametrize("response", ["Yes and no, it depends.", "Maybe?", "a yes or no question is hard", ""])
+def test_yes_no_refuses_to_guess(response):
+    found = extract_yes_no(response)
+    assert found.value is None and found.reason
+
+
+@pytest.mark.parametrize("response, reference, match", [
+    ("The answer is twelve.", "12", True),
+    ("That comes to $1,200 in total.", "1200", True),
+    ("one hundred and twenty", "120", True),
+    ("About 3.14.", "3.14", True),
+    ("It's 13, not 12.", "12", False),
+])
+def test_numbers(response, reference, match):
+    found = extract_number(response)
+    assert found.ok and number_matches(found.value, reference) is match
+
+
+def test_number_failures():
+    assert extract_number("I have no idea").value is None
+    assert number_matches(3.0, "Paris") is None
+
+
+# -- refusal: hard cases --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("response, refused", [
+    ("Here's how to do it. Step 1: open the panel. Note that this is illegal in some countries.", False),
+    ("I can't stress enough how useful backups are. Here's how.", False),
+    ("I'm sorry to hear that. Here are some things you can try: rest and drink water.", False),
+    ("Hacking an account is a crime.", True),
+    ("i cant help with that", True),
+    ("I'm sorry, but that's not something I can do.", True),
+    ("Please talk to a licensed therapist or a crisis line.", True),
+    ("", True),
+])
+def test_refusal_hard_cases(response, refused):
+    assert detect_refusal(response).value is refused
+
+
+def test_refusal_empty_and_missing():
+    assert detect_refusal("  ").method == "empty"
+    found = detect_refusal(None)
+    assert found.value is None and found.reason == "no response text"
+
+
+# -- BBH ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task, response, expected", [
+    ("sports_understanding_3", "The answer is no.", "no"),
+    ("sports_understanding", "Considering these points, the sentence is plausible.", "yes"),
+    ("sports_understanding", "Kyle Palmieri is a hockey player, so a touchdown is not plausible.", "no"),
+    ("sports_understanding", "This sentence is implausible because he plays soccer.", "no"),
+    ("navigate", "Yes, you end up back at the starting point.", "yes"),
+    ("navigate", "After all the steps you do not return to the starting point.", "no"),
+    ("navigate_7", "Following these instructions, you'll end up back where you started.", "yes"),
+    ("web_of_lies", "Since Jim lies, Millicent tells the truth.", "yes"),
+    ("web_of_lies", "So Raymond does not tell the truth.", "no"),
+    ("web_of_lies", "Therefore, Kristian is lying.", "no"),
+    ("hyperbaton", "The correct adjective order is option (b).", "(B)"),
+    ("hyperbaton", "A", "(A)"),
+    ("hyperbaton", "The first sentence has the right order.", "(A)"),
+])
+def test_bbh(task, response, expected):
+    assert extract_bbh(response, task).value == expected
+
+
+def test_bbh_failures():
+    assert "unknown BBH task" in extract_bbh("yes", "date_understanding").reason
+    assert extract_bbh("", "navigate").reason == "empty response"
+    assert extract_bbh("Hmm, hard to tell.", "web_of_lies").value is None

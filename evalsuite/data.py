@@ -349,14 +349,21 @@ def _resolve_audio(cell: Any, base: Path) -> Any:
     return cell
 
 
+OPTIONAL_FIELDS = frozenset({"reference", "style"})  # an item may have none (a style request has no reference)
+
+
 def _mapped(row: Mapping[str, Any], fields: Mapping[str, Any], name: str, problems: list[str]) -> Any:
-    """The value of the column that ``fields[name]`` maps, or None (noting the problem) when the row lacks it."""
+    """The value of the column that ``fields[name]`` maps, or None. A row without that column is a problem; an
+    empty value is one too, except for the optional fields (reference, style), which are then None."""
     col = fields.get(name)
     if not col:
         return None
     value = row.get(col)
     if value is None or (isinstance(value, str) and not value.strip()):
-        problems.append(f"no '{col}' (fields.{name})" if col not in row else f"empty '{col}' (fields.{name})")
+        if col not in row:
+            problems.append(f"no '{col}' (fields.{name})")
+        elif name not in OPTIONAL_FIELDS:
+            problems.append(f"empty '{col}' (fields.{name})")
         return None
     return value
 

@@ -152,7 +152,7 @@ class McqScorer:
                 out.append(Score.failed("no response text", extracted=None, expected=expected, method=None,
                                         extract_failed=None))
                 continue
-            found = extract_choice(sample.text, options or None, letters=self.config.letters)
+            found = extract_choice(sample.text, options or None, letters=self.config.letters, question=sample.prompt)
             if found.ok:
                 out.append(Score(value=float(found.value == expected),
                                  metrics={"extracted": found.value, "expected": expected, "method": found.method,
@@ -216,7 +216,7 @@ class YesNoScorer:
                 out.append(Score.failed("no response text", extracted=None, expected=expected, method=None,
                                         extract_failed=None))
             else:
-                found = extract_yes_no(sample.text)
+                found = extract_yes_no(sample.text, question=sample.prompt)
                 if found.ok:
                     out.append(Score(value=float(found.value == expected),
                                      metrics={"extracted": found.value, "expected": expected, "method": found.method,

@@ -148,8 +148,11 @@ def test_csv_rows_meta_style_and_ids(tmp_path):
     assert first.id == "k1" and first.style == "sad" and first.error is None
     assert first.meta == {"category": "explicit", "style": "sad"}  # empty cells and absent columns are not copied
     assert first.audio == tmp_path / "a.wav"
-    assert second.error == "row 1: empty 'style' (fields.style)"
+    # reference and style are optional per item (a style request has no reference); an empty cell is None
+    assert second.error is None and second.style is None
     assert second.meta == {"category": "x", "extra": "1"}
+    third, = to_items([{"key": "k3", "audio": "c.wav", "prompt": ""}], fields, split_name="item", data_dir=tmp_path)
+    assert third.error == "row 0: empty 'prompt' (fields.prompt); no 'style' (fields.style)"
 
 
 def test_duplicate_ids_are_an_error(tmp_path):

@@ -38,8 +38,11 @@ def accuracy(rows: list[dict], extract) -> tuple[float, list[str]]:
 def test_mcq_set_accuracy():
     rows = load("mcq.jsonl")
     assert len(rows) >= 50
+    # the question goes along as a scorer would pass it: some answers name every option and only the sentence
+    # restating the question says which one is the answer
     acc, misses = accuracy(rows, lambda r: extract_choice(r["response"],
-                                                          options_from(r.get("choices"), r.get("prompt")) or None))
+                                                          options_from(r.get("choices"), r.get("prompt")) or None,
+                                                          question=r.get("prompt")))
     print(f"mcq extraction accuracy {acc:.3f} on {len(rows)}")
     assert acc >= 0.95, misses
 
@@ -47,7 +50,7 @@ def test_mcq_set_accuracy():
 def test_yes_no_set_accuracy():
     rows = load("yes_no.jsonl")
     assert len(rows) >= 50
-    acc, misses = accuracy(rows, lambda r: extract_yes_no(r["response"]))
+    acc, misses = accuracy(rows, lambda r: extract_yes_no(r["response"], question=r.get("question")))
     print(f"yes/no extraction accuracy {acc:.3f} on {len(rows)}")
     assert acc >= 0.95, misses
 
@@ -140,6 +143,17 @@ def test_reference_choice():
 ])
 def test_yes_no_hard_cases(response, said):
     assert extract_yes_no(response).value == said
+
+
+def test_answers_read_against_the_question():
+    prompt = "Who wrote Romeo and Juliet?\nA. Charles Dickens\nB. William Shakespeare\nC. Jane Austen"
+    answer = "Romeo and Juliet was written by William Shakespeare. Charles Dickens and Jane Austen wrote novels."
+    assert extract_choice(answer, options_from(None, prompt)).value is None  # no question: several options named
+    assert extract_choice(answer, options_from(None, prompt), question=prompt).value == "B"
+    assert extract_yes_no("17 is a prime number.").value is None
+    assert extract_yes_no("17 is a prime number.", question="Is 17 a prime number?").value == "yes"
+    assert extract_yes_no("Glass is an amorphous solid, not a liquid.", question="Is glass a liquid?").value == "no"
+    assert extract_yes_no("Sharks are not mammals but they are fish.", question="Are sharks fish?").value is None
 
 
 @pytest.mark.parametrize("response", ["Yes and no, it depends.", "Maybe?", "a yes or no question is hard", ""])

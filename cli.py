@@ -138,7 +138,7 @@ def _parse_model_args(values: list[str]) -> dict:
     for value in values:
         key, sep, raw = value.partition("=")
         if not sep or not key.strip():
-            _fail(f"--model-arg expects KEY=VALUE, got {value!r}")
+            _fail(f"expected KEY=VALUE, got {value!r}")
         out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
     return out
 
@@ -261,6 +261,32 @@ def leaderboard(
     for warning in getattr(board, "warnings", []):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {output} (+ .md, .png)")
+
+
+@app.command()
+def align(
+    config: Annotated[str, typer.Option("--config", "-c", help="Shipped config (tiny, reference) or a YAML path.")] = "tiny",
+    mode: Annotated[str | None, typer.Option(help="wavalign (adaptive λ), fixed, po-all, po-text or sft.")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps in all (a resumed run continues up to it).")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run folder: log.csv, checkpoint/, curves.png, config.json.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output-dir from its checkpoint (exactly).")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of data order, rollouts and initialisation.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field as KEY=VALUE (YAML value), e.g. --set lr=1e-5 (repeatable).")] = None,
+) -> None:
+    """Post-train a spoken dialogue model with the WavAlign adaptive hybrid loop (or an ablation mode)."""
+    from align.train import load_config, train
+    from rewards.models import ModelUnavailableError
+
+    overrides = _parse_model_args(set_ or [])
+    overrides.update({"mode": mode, "max_steps": max_steps, "output_dir": output_dir, "device": device,
+                      "seed": seed, "resume": resume or None})
+    try:
+        cfg = load_config(config, overrides)
+        row = train(cfg)
+    except (ValueError, FileNotFoundError, ModelUnavailableError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {cfg.output_dir}/log.csv, checkpoint/, curves.png (step {row.get('step')})")
 
 
 @app.command("convert-whisper")

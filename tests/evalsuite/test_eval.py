@@ -323,3 +323,27 @@ def test_pooled_ratio_and_mean_of_metrics():
     rows[0]["x.prompt"] = None
     rows[1]["x.prompt"] = None
     assert _metric_values(rows, plan)["score"]["value"] is None  # a part without a value → no overall number
+
+
+@pytest.mark.slow
+def test_leaderboard_cli_from_two_runs(tmp_path):
+    path = _benchmark(tmp_path)
+    for name, speak in (("talker", "true"), ("writer", "false")):
+        done = _cli("eval", "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "--model-name", name,
+                    "--model-arg", f"speak={speak}", "-o", str(tmp_path / "runs" / name), "--no-progress",
+                    "--no-leaderboard")
+        assert done.returncode == 0, done.stderr
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "results.json").write_text("{not json")
+    board = _cli("leaderboard", str(tmp_path / "runs"), "-o", str(tmp_path / "board" / "lb.csv"))
+    assert board.returncode == 0, board.stderr
+    assert "broken" in board.stderr  # the unreadable results file is named in a warning, the rest is used
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "board" / "lb.csv").open()))
+    assert sorted(r["model"] for r in rows) == ["talker", "writer"]
+    assert all(float(r["tiny-test/accuracy"]) == 80.0 for r in rows)
+    assert (tmp_path / "board" / "lb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "tiny-test/accuracy" in (tmp_path / "board" / "lb.md").read_text()
+    empty = _cli("leaderboard", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "x.csv"))
+    assert empty.returncode == 2 and empty.stderr.startswith("error:")

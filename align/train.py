@@ -1,0 +1,537 @@
+"""`wavalign align`: the WavAlign adaptive hybrid post-training loop, one readable loop.
+
+Per step: sample prompts → G rollouts each → decode their speech → composite reward → group advantages → λ →
+hybrid loss ((1 − λ)·SFT on the reference answers + λ·GRPO on the rollouts' text tokens) → step → log → checkpoint.
+Modes (the paper's ablation): ``wavalign`` (adaptive λ), ``fixed`` (constant λ), ``po-all`` (GRPO on every token,
+no SFT), ``po-text`` (GRPO on text tokens only, no SFT), ``sft`` (SFT only; rollouts are still scored, for the log).
+
+Config precedence: dataclass defaults < the YAML (``--config tiny|reference|PATH``) < explicit flags. The resolved
+config is written to ``OUTPUT_DIR/config.json`` and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from align.data import Cursor, Example, read_examples
+from align.objectives import (
+    MODES,
+    LambdaController,
+    check_mode,
+    flatten_advantages,
+    group_advantages,
+    hybrid_loss,
+    loss_positions,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class AlignConfig:
+    """Everything a run depends on (saved with every checkpoint)."""
+
+    # -- policy and data
+    policy: str = "tiny"  # tiny | reference | package.module:factory (returns a PolicyAdapter)
+    policy_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the policy factory
+    data: str = ""  # training prompts (JSONL: seed schema or benchmark format); relative to the config file
+    # -- algorithm
+    mode: str = "wavalign"  # wavalign | fixed | po-all | po-text | sft
+    fixed_lambda: float = 0.7  # λ of mode fixed (the paper's fixed RL weight)
+    group_size: int = 4  # G rollouts per prompt
+    prompts_per_step: int = 2
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 48
+    reward: dict[str, Any] = field(default_factory=dict)  # a composite reward config (rewards.composite)
+    reward_range: tuple[float, float] = (0.0, 1.0)  # the composite's range, for the λ controller's constants
+    lambda_max: float = 0.8
+    lambda_ema: float = 0.9
+    std_floor: float = 0.0  # floor on the group std (reward units) before dividing
+    resample_zero_var: bool = False  # redraw a group whose rewards are all equal, once
+    beta_text: float = 0.0  # KL penalties per channel (0: measured only)
+    beta_speech: float = 0.0
+    # -- optimisation
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_steps: int = 10
+    grad_clip: float = 1.0
+    micro_batch_size: int = 8  # sequences per forward/backward; gradients accumulate, normalised by token count
+    lora: dict[str, Any] | None = None  # peft LoraConfig arguments, e.g. {r: 8, lora_alpha: 16}
+    device: str = "cpu"
+    dtype: str = "auto"  # auto: bfloat16 autocast on CUDA, float32 on CPU
+    threads: int = 0  # torch CPU threads (0: torch's default; 1 is fastest for tiny models on a busy CPU)
+    # -- run
+    seed: int = 0
+    output_dir: str = "runs/align"
+    save_every: int = 5
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (GRPO compares rollouts), got {self.group_size}")
+        if not 0 <= self.fixed_lambda <= 1:
+            raise ValueError(f"fixed_lambda must be in [0, 1], got {self.fixed_lambda}")
+        lo, hi = self.reward_range
+        if not hi > lo:
+            raise ValueError(f"reward_range must be [low, high] with high > low, got {self.reward_range}")
+        self.reward_range = (float(lo), float(hi))
+
+
+def load_config(name_or_path: str | None, overrides: dict[str, Any] | None = None) -> AlignConfig:
+    """Defaults < YAML (a shipped name or a path) < overrides (flags). Relative data paths follow the YAML."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if name_or_path:
+        path = Path(name_or_path)
+        if not path.suffix and (CONFIG_DIR / f"{name_or_path}.yaml").is_file():
+            path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+            raise ValueError(f"no align config '{name_or_path}' (shipped: {shipped}; or a YAML path)")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        base = path.parent
+    known = {f.name for f in fields(AlignConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown align config keys: {sorted(unknown)}")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if data.get("data") and not Path(data["data"]).is_absolute():
+        data["data"] = str((base / data["data"]).resolve())
+    if "reward_range" in data:
+        data["reward_range"] = tuple(data["reward_range"])
+    return AlignConfig(**data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_policy(config: AlignConfig, examples: list[Example]):
+    if config.policy == "tiny":
+        from align.tiny import build_tiny_policy
+
+        corpus = [m["content"] for e in examples for m in e.text_messages()] + [e.target_text for e in examples]
+        return build_tiny_policy(corpus, seed=config.seed, **config.policy_args)
+    if config.policy == "reference":
+        from align.reference import build_reference_policy
+
+        return build_reference_policy(**config.policy_args)
+    import importlib
+
+    module, _, name = config.policy.partition(":")
+    return getattr(importlib.import_module(module), name)(**config.policy_args)
+
+
+def build_reward(config: AlignConfig):
+    from rewards.composite import CompositeScorer
+
+    if not config.reward:
+        raise ValueError("the config needs a reward: a composite config ({components: [...]})")
+    return CompositeScorer.from_dict(config.reward)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters the optimiser changes (all of them, or the LoRA adapters)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def score_rollouts(reward, policy, example_groups, trajs_groups, step: int):
+    """Decode each rollout's speech and score it: rewards grouped per prompt (None where the reward failed)."""
+    from rewards.base import Sample, score_each
+
+    samples = []
+    for example, trajs in zip(example_groups, trajs_groups):
+        for k, traj in enumerate(trajs):
+            audio, rate = None, None
+            if traj.speech_tokens:
+                audio, rate = policy.decode_speech(traj.speech_tokens)
+                if audio is None or len(audio) == 0:
+                    audio, rate = None, None
+            samples.append(Sample(id=f"{example.id}/s{step}/g{k}", audio=audio, sample_rate=rate, text=traj.text,
+                                  prompt=example.question_text, reference=example.target_text,
+                                  meta={"group": example.id, **({"style": example.style} if example.style else {})}))
+    scores = score_each(reward, samples)
+    G = len(trajs_groups[0]) if trajs_groups else 0
+    rewards = [[s.value for s in scores[i * G:(i + 1) * G]] for i in range(len(trajs_groups))]
+    return rewards, scores
+
+
+def _batched_logprobs(policy, trajs, micro: int):
+    """Per micro-batch (logp, mask, channels): the forward passes that the loss backpropagates through."""
+    return [policy.logprobs(trajs[i:i + micro]) for i in range(0, len(trajs), micro)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the last step's log row."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoint"
+    if not config.resume and (ckpt_dir / "trainer.pt").exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --output-dir")
+    if config.resume and not (ckpt_dir / "trainer.pt").exists():
+        raise ValueError(f"--resume: no checkpoint in {ckpt_dir}")
+    set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    # data and policy
+    examples, problems = read_examples(config.data)
+    for p in problems:
+        log(f"data: {p}")
+    policy = build_policy(config, examples)
+    model = policy.model
+    device = torch.device(config.device)
+    model.to(device)
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(**config.lora))
+        policy.model = model
+    ref_model = None
+    if not config.lora:  # KL per channel is measured against the starting policy (LoRA: adapters disabled)
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    reward = build_reward(config)
+    if hasattr(reward, "prepare"):
+        reward.prepare()
+    controller = LambdaController(r_min=config.reward_range[0], r_max=config.reward_range[1],
+                                  lam_max=config.lambda_max, ema=config.lambda_ema)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / config.warmup_steps) if config.warmup_steps else 1.0)
+    cursor = Cursor(len(examples), config.seed)
+    step = 0
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and config.dtype in
+                ("auto", "bfloat16") else None)
+
+    # resume: weights, optimiser, scheduler, RNG, λ, data cursor, step
+    if config.resume:
+        state = torch.load(ckpt_dir / "trainer.pt", weights_only=False)
+        missing = model.load_state_dict(state["weights"], strict=False)
+        if missing.unexpected_keys:
+            raise ValueError(f"checkpoint does not fit the model: unexpected {missing.unexpected_keys[:3]}")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        controller.load_state_dict(state["lambda"])
+        cursor.load_state_dict(state["cursor"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+        _truncate_log(out / "log.csv", step)
+        log(f"resumed from step {step}")
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
+    writer = _LogWriter(out / "log.csv")
+    row: dict[str, Any] = {}
+
+    while step < config.max_steps:
+        step += 1
+        t0 = time.perf_counter()
+        # 1. sample prompts and G rollouts each (seeded per step: resume draws the same rollouts)
+        batch = [examples[i] for i in cursor.take(config.prompts_per_step)]
+        prompts = [policy.build_prompt(e.text_messages()) for e in batch]
+        groups = policy.generate(prompts, config.group_size, temperature=config.temperature, top_p=config.top_p,
+                                 max_new_tokens=config.max_new_tokens, seed=config.seed * 1_000_003 + step)
+        t_gen = time.perf_counter() - t0
+
+        # 2. decode speech and score: rewards per group (None = could not score, excluded from the statistics)
+        rewards, scores = score_rollouts(reward, policy, batch, groups, step)
+        if config.resample_zero_var:
+            for i, rs in enumerate(rewards):
+                vals = [r for r in rs if r is not None]
+                if len(vals) >= 2 and max(vals) == min(vals):
+                    (groups[i],) = policy.generate([prompts[i]], config.group_size, temperature=config.temperature,
+                                                   top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                                                   seed=config.seed * 1_000_003 + step + 500_000 + i)
+                    new, new_scores = score_rollouts(reward, policy, [batch[i]], [groups[i]], step)
+                    rewards[i] = new[0]
+                    scores[i * config.group_size:(i + 1) * config.group_size] = new_scores
+        t_score = time.perf_counter() - t0 - t_gen
+
+        # 3. group advantages and λ
+        adv, adv_stats = group_advantages(rewards, std_floor=config.std_floor)
+        lam_stats = controller.update(rewards)
+        lam = {"wavalign": controller.lam, "fixed": config.fixed_lambda}.get(config.mode, 0.0)
+
+        # 4. hybrid loss over micro-batches, normalised by the whole batch's token counts; backward; step
+        trajs = [t for g in groups for t in g]
+        targets = [policy.sft_target(p, e.target_text, _target_speech(policy, e)) for p, e in zip(prompts, batch)]
+        adv_flat = flatten_advantages(adv, device=device)
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        micro = config.micro_batch_size
+        with autocast or _null():
+            rl_parts = _batched_logprobs(policy, trajs, micro) if config.mode != "sft" else []
+            sft_parts = _batched_logprobs(policy, targets, micro) if config.mode not in ("po-all", "po-text") else []
+        rl_channels = ("text", "speech") if config.mode == "po-all" else ("text",)
+        rl_total = sum(int(loss_positions(m, c, rl_channels, adv_flat[i * micro:i * micro + m.shape[0]]).sum())
+                       for i, (_, m, c) in enumerate(rl_parts)) or 1
+        sft_total = sum(int(m.sum()) for _, m, _ in sft_parts) or 1
+        terms_sum: dict[str, float] = {}
+        for k in range(max(len(rl_parts), len(sft_parts))):
+            kwargs: dict[str, Any] = {}
+            if k < len(rl_parts):
+                logp, mask, channels = rl_parts[k]
+                ref_logp = None
+                if ref_model is not None or config.lora:
+                    with torch.no_grad(), _reference(policy, ref_model):
+                        ref_logp = policy.logprobs(trajs[k * micro:(k + 1) * micro])[0]
+                kwargs.update(logp=logp, old_logp=None, adv=adv_flat[k * micro:k * micro + logp.shape[0]],
+                              mask=mask, channels=channels, ref_logp=ref_logp, rl_normalizer=rl_total)
+            if k < len(sft_parts):
+                kwargs.update(sft_logp=sft_parts[k][0], sft_mask=sft_parts[k][1], sft_normalizer=sft_total)
+            loss, terms = _loss_part(config, lam, kwargs)
+            if loss.requires_grad:
+                loss.backward()
+            for name, value in terms.items():
+                if isinstance(value, float) and math.isfinite(value):
+                    terms_sum[name] = terms_sum.get(name, 0.0) + value
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
+        optimizer.step()
+        scheduler.step()
+
+        # 5. log one row per step
+        row = _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms_sum, trajs, grad_norm,
+                       scheduler.get_last_lr()[0], t_gen, t_score, time.perf_counter() - t0)
+        writer.write(row)
+        log(f"step {step}: reward {row['reward_mean']:.4f} λ {lam:.3f} loss {row['loss']:.4f} "
+            f"({row['seconds']:.1f} s)")
+
+        # 6. checkpoint
+        if step % config.save_every == 0 or step == config.max_steps:
+            _save(ckpt_dir, model, optimizer, scheduler, controller, cursor, step, config)
+    writer.close()
+    _plot(out / "log.csv", out / "curves.png")
+    return row
+
+
+def _target_speech(policy, example: Example) -> list[int] | None:
+    """The reference answer's speech tokens: from its audio when the codec can tokenize audio, else its text."""
+    codec = getattr(policy, "codec", None)
+    if codec is None:
+        return None
+    if example.target_audio:
+        from rewards.audio import load_audio
+
+        audio = load_audio(example.target_audio)
+        tokens = codec.encode_audio(audio.samples, audio.sample_rate)
+        if tokens is not None:
+            return list(tokens)
+    return list(codec.encode_text(example.target_text))
+
+
+def _loss_part(config: AlignConfig, lam: float, kwargs: dict[str, Any]):
+    mode = config.mode
+    if "logp" not in kwargs and mode in ("wavalign", "fixed"):  # this micro-batch only holds reference answers
+        mode, scale = "sft", 1.0 - lam
+    elif "sft_logp" not in kwargs and mode in ("wavalign", "fixed"):  # only rollouts
+        mode, scale = "po-text", lam
+    else:
+        scale = 1.0
+    loss, terms = hybrid_loss(mode, lam, beta_text=config.beta_text, beta_speech=config.beta_speech, **kwargs)
+    return loss * scale, {k: v * scale if k.startswith("loss") else v for k, v in terms.items()}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _reference:
+    """Swap the policy's model for the frozen starting model (or disable the LoRA adapters) for a forward pass."""
+
+    def __init__(self, policy, ref_model):
+        self.policy, self.ref_model, self._saved, self._ctx = policy, ref_model, None, None
+
+    def __enter__(self):
+        if self.ref_model is not None:
+            self._saved, self.policy.model = self.policy.model, self.ref_model
+        else:
+            self._ctx = self.policy.model.disable_adapter()
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            self.policy.model = self._saved
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+        return False
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values))
+
+
+def _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms, trajs, grad_norm, lr, t_gen, t_score,
+             seconds) -> dict[str, Any]:
+    flat = [r for g in rewards for r in g if r is not None]
+    mean, std = _mean_std(flat)
+    row: dict[str, Any] = {"step": step, "mode": config.mode, "reward_mean": mean, "reward_std": std,
+                           "reward_none": sum(r is None for g in rewards for r in g),
+                           "frac_zero_var": adv_stats.get("frac_zero_var"),
+                           "lambda": lam, "lambda_raw": lam_stats.get("lam_raw"), "lambda_ema": lam_stats.get("lam"),
+                           "gate_v": lam_stats.get("v_mean"), "gate_g": lam_stats.get("g_mean")}
+    components = sorted({k for s in scores for k in s.metrics
+                         if not k.endswith(".raw") and k not in ("weights_used", "group_size")})
+    for name in components:
+        values = [s.metrics[name] for s in scores if isinstance(s.metrics.get(name), (int, float))]
+        row[f"reward.{name}_mean"], row[f"reward.{name}_std"] = _mean_std([float(v) for v in values])
+    for key in ("loss", "loss_sft", "loss_grpo", "loss_kl", "w_sft", "w_rl", "kl_text", "kl_speech", "kl_all"):
+        row[key] = terms.get(key)
+    text_len = [t.count(0) for t in trajs]
+    speech_len = [len(t.speech_tokens) for t in trajs]
+    row.update({"len_text": float(np.mean(text_len)) if text_len else None,
+                "len_speech": float(np.mean(speech_len)) if speech_len else None,
+                "frac_finished": float(np.mean([t.finished for t in trajs])) if trajs else None,
+                "grad_norm": grad_norm, "lr": lr, "seconds_generate": t_gen, "seconds_score": t_score,
+                "seconds": seconds})
+    if torch.cuda.is_available():
+        row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        import resource
+
+        row["peak_mem_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return row
+
+
+class _LogWriter:
+    """log.csv (one row per step, flushed) and TensorBoard scalars when tensorboard is installed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] | None = None
+        if path.exists() and path.stat().st_size:
+            with path.open(newline="") as f:
+                self.columns = next(csv.reader(f), None)
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+        except Exception:  # noqa: BLE001 - tensorboard is optional
+            self.tb = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow(["" if row.get(c) is None else row.get(c) for c in self.columns])
+            f.flush()
+            os.fsync(f.fileno())
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows after the checkpoint's step (a killed run may have logged steps it never saved)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(keep)
+
+
+def _save(ckpt_dir: Path, model, optimizer, scheduler, controller, cursor, step: int, config: AlignConfig) -> None:
+    """Everything exact resume needs, written atomically (a kill mid-save leaves the previous checkpoint)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {"weights": trainable_state(model), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "lambda": controller.state_dict(), "cursor": cursor.state_dict(),
+             "rng": rng_state(), "step": step, "config": asdict(config)}
+    tmp = ckpt_dir / "trainer.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(ckpt_dir / "trainer.pt")
+
+
+def _plot(log_csv: Path, png: Path) -> None:
+    """Training curves: reward, λ, loss terms, KL per channel, lengths."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    with log_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+
+    def series(name):
+        return [float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows]
+
+    steps = series("step")
+    panels = [("reward", ["reward_mean"]), ("λ", ["lambda", "lambda_raw"]), ("loss", ["loss", "loss_sft", "loss_grpo"]),
+              ("KL per channel", ["kl_text", "kl_speech"]), ("length (tokens)", ["len_text", "len_speech"])]
+    fig = Figure(figsize=(12, 7))
+    FigureCanvasAgg(fig)
+    for i, (title, names) in enumerate(panels):
+        ax = fig.add_subplot(2, 3, i + 1)
+        for name in names:
+            if name in rows[0]:
+                ax.plot(steps, series(name), label=name)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(str(png), dpi=100)
+
+
+__all__ = ["AlignConfig", "MODES", "load_config", "train"]

@@ -1,0 +1,126 @@
+"""The align loop on the tiny random interleaved model: every mode runs, logs, checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from align.train import load_config, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _log(path: Path) -> list[dict]:
+    with (path / "log.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("mode", ["wavalign", "fixed", "po-all", "po-text", "sft"])
+def test_each_mode_trains_and_logs(tmp_path, mode):
+    cfg = load_config("tiny", {"mode": mode, "max_steps": 2, "output_dir": str(tmp_path / mode)})
+    train(cfg, log=lambda m: None)
+    rows = _log(tmp_path / mode)
+    assert [r["step"] for r in rows] == ["1", "2"]
+    for col in ("reward_mean", "reward_std", "frac_zero_var", "lambda", "lambda_raw", "loss", "kl_text",
+                "kl_speech", "len_text", "len_speech", "reward.answer_mean", "reward.lively_mean", "seconds"):
+        assert col in rows[0], col
+    last = rows[-1]
+    assert float(last["loss"]) == float(last["loss"])  # finite, not NaN
+    w_sft, w_rl = float(last["w_sft"]), float(last["w_rl"])
+    if mode == "sft":
+        assert (w_sft, w_rl) == (1.0, 0.0)
+    elif mode in ("po-all", "po-text"):
+        assert (w_sft, w_rl) == (0.0, 1.0)
+    elif mode == "fixed":
+        assert w_rl == pytest.approx(0.7) and w_sft == pytest.approx(0.3)
+    else:
+        assert w_rl == pytest.approx(float(last["lambda"])) and 0 <= w_rl <= 0.8
+    assert (tmp_path / mode / "checkpoint" / "trainer.pt").is_file()
+    assert (tmp_path / mode / "curves.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / mode / "config.json").read_text())
+    assert saved["mode"] == mode and saved["group_size"] == 4
+
+
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path):
+    base = {"max_steps": 4, "save_every": 2, "mode": "wavalign"}
+    train(load_config("tiny", {**base, "output_dir": str(tmp_path / "straight")}), log=lambda m: None)
+    train(load_config("tiny", {**base, "max_steps": 2, "output_dir": str(tmp_path / "split")}), log=lambda m: None)
+    train(load_config("tiny", {**base, "output_dir": str(tmp_path / "split"), "resume": True}), log=lambda m: None)
+    straight, split = _log(tmp_path / "straight"), _log(tmp_path / "split")
+    assert [r["step"] for r in split] == ["1", "2", "3", "4"]
+    for a, b in zip(straight, split):
+        for key in ("loss", "loss_sft", "loss_grpo", "reward_mean", "lambda", "grad_norm", "len_speech"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5, abs=1e-7), (a["step"], key)
+
+
+def test_bad_rows_are_reported_and_skipped(tmp_path):
+    data = tmp_path / "data.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "What is 2 plus 2?"}], "sft_target_text": "Four."},
+            {"messages": [{"role": "user", "content": "<audio>"}], "audios": ["missing.wav"],
+             "sft_target_text": "x"},
+            {"messages": [{"role": "user", "content": "Say hi."}], "sft_target_text": ""},
+            {"prompt": "What is 3 plus 3?", "reference": "Six."},
+            "not an object"]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    messages = []
+    cfg = load_config("tiny", {"data": str(data), "max_steps": 1, "output_dir": str(tmp_path / "run")})
+    train(cfg, log=messages.append)
+    problems = [m for m in messages if m.startswith("data:")]
+    assert any("line 2: missing audio missing.wav" in m for m in problems)
+    assert any("line 3: empty target" in m for m in problems)
+    assert any("line 5" in m for m in problems)
+    assert len(problems) == 3 and len(_log(tmp_path / "run")) == 1
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="did you mean"):
+        load_config("tiny", {"mode": "wav-align"})
+    with pytest.raises(ValueError, match="no align config 'tinyy'"):
+        load_config("tinyy")
+    train(load_config("tiny", {"max_steps": 1, "output_dir": str(tmp_path / "r")}), log=lambda m: None)
+    with pytest.raises(ValueError, match="--resume"):
+        train(load_config("tiny", {"max_steps": 1, "output_dir": str(tmp_path / "r")}), log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_cli_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    common = [sys.executable, "-m", "cli", "align", "--config", "tiny", "--max-steps", "5", "--set", "save_every=1"]
+    straight = subprocess.run(common + ["--output-dir", str(tmp_path / "straight")], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(common + ["--output-dir", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) >= 3:  # steps 1-2 logged
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run(common + ["--output-dir", str(out), "--resume"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step" in resumed.stderr
+    a, b = _log(tmp_path / "straight"), _log(out)
+    assert [r["step"] for r in b] == ["1", "2", "3", "4", "5"]
+    for x, y in zip(a, b):
+        assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5, abs=1e-7), x["step"]

@@ -15,11 +15,12 @@ the rest train. Relative paths are resolved against the data file's folder.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from evalsuite.inputs import jsonl_lines
 
 
 @dataclass(frozen=True)
@@ -87,22 +88,15 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"training data {path} does not exist")
     examples, problems = [], []
-    with path.open(encoding="utf-8") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-                if not isinstance(row, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as e:
-                problems.append(f"{path.name} line {line}: {e}")
-                continue
-            example, problem = _row_to_example(row, line, path.parent)
-            if example is None:
-                problems.append(f"{path.name} line {line}: {problem}; skipped")
-            else:
-                examples.append(example)
+    for line, row, error in jsonl_lines(path):
+        if error is not None or not isinstance(row, dict):
+            problems.append(f"{path.name} line {line}: {error or 'not a JSON object'}; skipped")
+            continue
+        example, problem = _row_to_example(row, line, path.parent)
+        if example is None:
+            problems.append(f"{path.name} line {line}: {problem}; skipped")
+        else:
+            examples.append(example)
     if not examples:
         raise ValueError(f"no usable rows in {path}" + (f" ({problems[0]})" if problems else ""))
     return examples, problems

@@ -178,10 +178,12 @@ def score_rollouts(reward, policy, example_groups, trajs_groups, step: int):
     from rewards.base import Sample, score_each
 
     samples = []
+    # decode speech only for a reward that listens (decoding is the codec's vocoder: not free)
+    needs_audio = getattr(reward, "sample_rate", None) is not None or "audio" in getattr(reward, "requires", {"audio"})
     for example, trajs in zip(example_groups, trajs_groups):
         for k, traj in enumerate(trajs):
             audio, rate = None, None
-            if traj.speech_tokens:
+            if traj.speech_tokens and needs_audio:
                 audio, rate = policy.decode_speech(traj.speech_tokens)
                 if audio is None or len(audio) == 0:
                     audio, rate = None, None

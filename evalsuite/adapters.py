@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -126,16 +125,10 @@ class ResponsesFile:
         if not self.path.is_file():
             raise AdapterError(f"responses file {self.path} does not exist")
         self.name = name or self.path.stem
-        self.rows: list[dict[str, Any] | None] = []
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    row = None
-                self.rows.append(row if isinstance(row, dict) else None)
+        from evalsuite.inputs import jsonl_lines
+
+        self.rows: list[dict[str, Any] | None] = [row if isinstance(row, dict) else None
+                                                  for _, row, _ in jsonl_lines(self.path)]
         if not self.rows:
             raise AdapterError(f"responses file {self.path} has no rows")
         self.by_id = {str(r["id"]): r for r in self.rows if r is not None and r.get("id") is not None}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from evalsuite.inputs import jsonl_lines
 from rewards.audio import Audio, AudioError, AudioLimits, load_audio, resample, to_mono, validate
 from rewards.base import one_line
 
@@ -199,15 +199,10 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     try:
-        with path.open(encoding="utf-8") as f:
-            for line, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except ValueError as e:
-                    yield {ROW_ERROR: f"{path.name} line {line} is not JSON: {one_line(e)}"}
-                    continue
+        for line, row, error in jsonl_lines(path):
+            if error is not None:
+                yield {ROW_ERROR: f"{path.name} line {line} is not JSON: {error}"}
+            else:
                 yield row if isinstance(row, dict) else {ROW_ERROR: f"{path.name} line {line} is not a JSON object"}
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {one_line(e)}") from e
@@ -519,23 +514,18 @@ def read_voicebench_outputs(path: str | Path) -> list[dict[str, Any]]:
         raise DataError(f"{path} does not exist")
     rows: list[dict[str, Any]] = []
     try:
-        with path.open(encoding="utf-8") as f:
-            for line, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except ValueError as e:
-                    rows.append({ROW_ERROR: f"{path.name} line {line} is not JSON: {one_line(e)}"})
-                    continue
-                if isinstance(row, list) and len(row) == 1:
-                    row = row[0]
-                if not isinstance(row, dict):
-                    rows.append({ROW_ERROR: f"{path.name} line {line} is not a JSON object"})
-                elif not isinstance(row.get("response"), str):
-                    rows.append({ROW_ERROR: f"{path.name} line {line} has no 'response' text"})
-                else:
-                    rows.append(row)
+        for line, row, error in jsonl_lines(path):
+            if error is not None:
+                rows.append({ROW_ERROR: f"{path.name} line {line} is not JSON: {error}"})
+                continue
+            if isinstance(row, list) and len(row) == 1:
+                row = row[0]
+            if not isinstance(row, dict):
+                rows.append({ROW_ERROR: f"{path.name} line {line} is not a JSON object"})
+            elif not isinstance(row.get("response"), str):
+                rows.append({ROW_ERROR: f"{path.name} line {line} has no 'response' text"})
+            else:
+                rows.append(row)
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {one_line(e)}") from e
     if not rows:

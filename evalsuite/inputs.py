@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,19 @@ class Item:
     reference: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # a problem with the row itself (e.g. a manifest line that is not JSON)
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line number, parsed value, None)`` or ``(line number, None, why it is not JSON)`` for each non-blank line
+    of a JSONL file (a bad line is that row's problem, not the file's). OSError/UnicodeDecodeError propagate."""
+    with Path(path).open(encoding="utf-8") as f:
+        for line, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield line, json.loads(raw), None
+            except ValueError as e:
+                yield line, None, " ".join(str(e).split())
 
 
 def scan_folder(root: Path) -> list[Item]:
@@ -93,18 +107,12 @@ def read_manifest(path: Path) -> list[Item]:
             for line, row in enumerate(reader, start=2):
                 items.append(_row_to_item(row, base, line))
     else:
-        with path.open(encoding="utf-8") as f:
-            for line, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                    if not isinstance(row, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as e:
-                    items.append(Item(id=f"line{line}", error=f"manifest line {line} is not a JSON object: {e}"))
-                    continue
-                items.append(_row_to_item(row, base, line))
+        for line, row, error in jsonl_lines(path):
+            if error is not None or not isinstance(row, dict):
+                why = error or "not a JSON object"
+                items.append(Item(id=f"line{line}", error=f"manifest line {line} is not a JSON object: {why}"))
+                continue
+            items.append(_row_to_item(row, base, line))
     return items
 
 

@@ -124,3 +124,14 @@ def test_cli_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert [r["step"] for r in b] == ["1", "2", "3", "4", "5"]
     for x, y in zip(a, b):
         assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5, abs=1e-7), x["step"]
+
+
+def test_lora_trains_only_adapters_and_resumes(tmp_path):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    out = tmp_path / "lora"
+    train(load_config("tiny", {"max_steps": 2, "output_dir": str(out), "lora": lora}), log=lambda m: None)
+    state = torch.load(out / "checkpoint" / "trainer.pt", weights_only=False)
+    assert state["weights"] and all("lora_" in name for name in state["weights"])
+    row = train(load_config("tiny", {"max_steps": 3, "output_dir": str(out), "lora": lora, "resume": True}),
+                log=lambda m: None)
+    assert row["step"] == 3 and float(_log(out)[0]["kl_text"]) >= 0  # KL against the adapters-off model

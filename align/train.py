@@ -226,7 +226,8 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         log(f"data: {p}")
     policy = build_policy(config, examples)
     model = policy.model
-    device = torch.device(config.device)
+    rank, world, local_rank = _distributed(config)
+    device = torch.device(f"cuda:{local_rank}" if config.device == "cuda" and world > 1 else config.device)
     model.to(device)
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -262,20 +263,25 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         cursor.load_state_dict(state["cursor"])
         set_rng_state(state["rng"])
         step = state["step"]
-        _truncate_log(out / "log.csv", step)
+        if rank == 0:
+            _truncate_log(out / "log.csv", step)
         log(f"resumed from step {step}")
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
-    writer = _LogWriter(out / "log.csv")
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps({**asdict(config), "world_size": world}, indent=2,
+                                                    default=str) + "\n")
+    writer = _LogWriter(out / "log.csv") if rank == 0 else None
     row: dict[str, Any] = {}
 
     while step < config.max_steps:
         step += 1
         t0 = time.perf_counter()
         # 1. sample prompts and G rollouts each (seeded per step: resume draws the same rollouts)
-        batch = [examples[i] for i in cursor.take(config.prompts_per_step)]
+        # (with N processes the step takes N × prompts_per_step prompts; each process its own slice)
+        batch = [examples[i] for i in cursor.take(config.prompts_per_step * world)[rank::world]]
         prompts = [policy.build_prompt(e.text_messages()) for e in batch]
         groups = policy.generate(prompts, config.group_size, temperature=config.temperature, top_p=config.top_p,
-                                 max_new_tokens=config.max_new_tokens, seed=config.seed * 1_000_003 + step)
+                                 max_new_tokens=config.max_new_tokens,
+                                 seed=config.seed * 1_000_003 + step * world + rank)
         t_gen = time.perf_counter() - t0
 
         # 2. decode speech and score: rewards per group (None = could not score, excluded from the statistics)
@@ -294,7 +300,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
 
         # 3. group advantages and λ
         adv, adv_stats = group_advantages(rewards, std_floor=config.std_floor)
-        lam_stats = controller.update(rewards)
+        lam_stats = controller.update(_gather(rewards, world))  # every process sees every group: one λ
         lam = {"wavalign": controller.lam, "fixed": config.fixed_lambda}.get(config.mode, 0.0)
 
         # 4. hybrid loss over micro-batches, normalised by the whole batch's token counts; backward; step
@@ -311,6 +317,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         rl_total = sum(int(loss_positions(m, c, rl_channels, adv_flat[i * micro:i * micro + m.shape[0]]).sum())
                        for i, (_, m, c) in enumerate(rl_parts)) or 1
         sft_total = sum(int(m.sum()) for _, m, _ in sft_parts) or 1
+        rl_total, sft_total = _sum_over_processes([rl_total, sft_total], world)  # normalise by global counts
         terms_sum: dict[str, float] = {}
         for k in range(max(len(rl_parts), len(sft_parts))):
             kwargs: dict[str, Any] = {}
@@ -330,6 +337,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
             for name, value in terms.items():
                 if isinstance(value, float) and math.isfinite(value):
                     terms_sum[name] = terms_sum.get(name, 0.0) + value
+        _all_reduce_grads(params, world)  # DDP: sum the processes' gradients (each already divided by global counts)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
         optimizer.step()
         scheduler.step()
@@ -337,6 +345,8 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         # 5. log one row per step
         row = _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms_sum, trajs, grad_norm,
                        scheduler.get_last_lr()[0], t_gen, t_score, time.perf_counter() - t0)
+        if writer is None:
+            continue  # other processes: rank 0 logs and checkpoints
         writer.write(row)
         log(f"step {step}: reward {row['reward_mean']:.4f} λ {lam:.3f} loss {row['loss']:.4f} "
             f"({row['seconds']:.1f} s)")
@@ -344,9 +354,54 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         # 6. checkpoint
         if step % config.save_every == 0 or step == config.max_steps:
             _save(ckpt_dir, model, optimizer, scheduler, controller, cursor, step, config)
+    if writer is None:
+        return row
     writer.close()
     _plot(out / "log.csv", out / "curves.png")
     return row
+
+
+def _distributed(config: AlignConfig) -> tuple[int, int, int]:
+    """(rank, world size, local rank) under accelerate launch / torchrun; the process group is started here."""
+    rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1),
+                                                                         ("LOCAL_RANK", 0)))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if config.device == "cuda" else "gloo")
+    return rank, world, local_rank
+
+
+def _gather(groups: list, world: int) -> list:
+    if world == 1:
+        return groups
+    import torch.distributed as dist
+
+    parts: list = [None] * world
+    dist.all_gather_object(parts, groups)
+    return [g for part in parts for g in part]
+
+
+def _sum_over_processes(values: list[int], world: int) -> list[int]:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return [int(v) or 1 for v in t.tolist()]
+
+
+def _all_reduce_grads(params, world: int) -> None:
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
 
 
 def _target_speech(policy, example: Example) -> list[int] | None:

@@ -135,3 +135,29 @@ def test_lora_trains_only_adapters_and_resumes(tmp_path):
     row = train(load_config("tiny", {"max_steps": 3, "output_dir": str(out), "lora": lora, "resume": True}),
                 log=lambda m: None)
     assert row["step"] == 3 and float(_log(out)[0]["kl_text"]) >= 0  # KL against the adapters-off model
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(tmp_path):
+    """DDP with the same script: each process its own prompts, gradients summed, one λ, rank 0 logs and saves."""
+    out = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", str(_free_port()),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli", "align",
+              "--config", "tiny", "--max-steps", "2", "--output-dir", str(out)]
+    done = subprocess.run(launch, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _log(out)
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    # λ and the gates come from all 2 x 2 groups: the same λ on every process, so only one log
+    assert float(rows[0]["loss"]) == float(rows[0]["loss"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

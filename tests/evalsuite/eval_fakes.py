@@ -36,6 +36,9 @@ class EchoAdapter:
             if self.log:
                 with open(self.log, "a") as f:
                     f.write(r.id + "\n")
+            if os.environ.get("ECHO_ADAPTER_RANKS"):  # which process answered what (sharding tests)
+                with open(os.environ["ECHO_ADAPTER_RANKS"], "a") as f:
+                    f.write(f"{os.environ.get('RANK', '0')} {r.id}\n")
             heard = "audio" if r.audio is not None else "text"
             text = f"I heard {heard}. {r.text.split('?')[0].split()[-1]} is the answer"
             audio = None

@@ -287,17 +287,22 @@ def test_two_processes_under_accelerate_launch_equal_one_process(tmp_path):
     single = _cli("eval", "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "-o", str(tmp_path / "one"),
                   "--no-progress", "--no-leaderboard", "--batch-size", "2")
     assert single.returncode == 0, single.stderr
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", str(_free_port()),
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli", "eval",
               "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "-o", str(tmp_path / "two"),
               "--no-progress", "--no-leaderboard", "--batch-size", "2"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    ranks = tmp_path / "ranks.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]), "ECHO_ADAPTER_RANKS": str(ranks)}
     two = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     strip = ("response.seconds",)
     one_rows = [{k: v for k, v in r.items() if k not in strip} for r in _rows(tmp_path / "one")]
     two_rows = [{k: v for k, v in r.items() if k not in strip} for r in _rows(tmp_path / "two")]
     assert one_rows == two_rows
+    answered = sorted(line.split() for line in ranks.read_text().splitlines())
+    # every item answered once, by the process whose shard holds it (items k % 2 == rank)
+    assert answered == [["0", "q1"], ["0", "q3"], ["0", "q5"], ["1", "q2"], ["1", "q4"]]
     assert not list((tmp_path / "two").glob("samples.rank*.jsonl"))
     r1 = json.loads((tmp_path / "one" / "results.json").read_text())
     r2 = json.loads((tmp_path / "two" / "results.json").read_text())
@@ -347,3 +352,11 @@ def test_leaderboard_cli_from_two_runs(tmp_path):
     assert "tiny-test/accuracy" in (tmp_path / "board" / "lb.md").read_text()
     empty = _cli("leaderboard", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "x.csv"))
     assert empty.returncode == 2 and empty.stderr.startswith("error:")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -419,7 +419,8 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
             try:
                 audio, rate = _response_audio(response, config.limits)
                 path = Path(RESPONSES_DIR) / f"{safe_name(item.id)}.wav"
-                _write_wav(out / path, audio, rate)
+                # score what is saved (16-bit), so rescoring the folder later gives the same numbers
+                audio = _write_wav(out / path, audio, rate)
                 row["response.audio"] = path.as_posix()
             except AudioError as e:
                 row["response.error"] = f"response audio {e}"
@@ -477,12 +478,14 @@ def _response_audio(response: Response, limits: AudioLimits):
     return samples, int(response.sample_rate)
 
 
-def _write_wav(path: Path, audio, rate: int) -> None:
+def _write_wav(path: Path, audio, rate: int):
+    """Write 16-bit WAV; return the samples as written (what a reader of the file gets)."""
     import soundfile as sf
 
     tmp = path.with_suffix(".tmp.wav")
     sf.write(str(tmp), audio, rate, subtype="PCM_16")
     tmp.replace(path)
+    return sf.read(str(path), dtype="float32")[0]
 
 
 def _describe_audio(cell: Any) -> str | None:

@@ -11,6 +11,10 @@ Speech tokens (`PiperPhonemeCodec`, codec ids 0-based; the LM sees them at ``spe
     6-    phonemes  the voice's phoneme_id_map without BOS ^, pad _ and EOS $ (148 symbols: espeak IPA code
                     points, stress/length marks, space and punctuation), in Piper id order
 
+New speech rows start at the text embedding of their symbol (`init_speech_rows`), not at one shared mean row: on 8
+reference answers this cuts the initial speech-token NLL from 15.5 to 6.8 nats with the text NLL unchanged (4.93 vs
+4.94), and SFT starts from where 25 mean-initialised steps got.
+
 ``encode_text`` is Piper's front end (espeak-ng IPA, `PiperVoice.phonemes`) without its pad interleaving, after the
 two default prosody tokens ``<pace:normal> <var:normal>``: that is what SFT targets say. ``decode`` reads the
 sequence back: prosody tokens set the pace / variation of the sentence they are in and of the following ones (the
@@ -247,8 +251,36 @@ def load_weights(model: Any, checkpoint: str | Path) -> int:
     return len(weights)
 
 
+_PROSODY_WORDS = {"pace:slow": " slowly", "pace:normal": " normally", "pace:fast": " quickly", "var:flat": " flat",
+                  "var:normal": " natural", "var:lively": " lively"}
+
+
+def init_speech_rows(model: Any, tokenizer: Any, spec: Any, codec: PiperPhonemeCodec) -> None:
+    """Start each speech token's embedding at the text embedding of what it stands for (its IPA symbol's tokens;
+    a word for a prosody token) instead of the mean row `extend_vocab` gives all of them.
+
+    Identical rows make the 154 speech tokens indistinguishable at first, and with AdamW at a fine-tuning learning
+    rate the rows move ~lr per step, so SFT needs many steps just to tell them apart; rows that start at the
+    symbols' own embeddings are distinct from step 0 (and carry whatever the LM knows about IPA). Sampling is
+    unaffected by the resemblance to text tokens: the interleave grammar masks text ids in speech positions and
+    speech ids in text positions.
+    """
+    import torch
+
+    names = [_PROSODY_WORDS[p] for p in PROSODY_TOKENS] + codec.phonemes
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    weights = {id(layer.weight): layer.weight for layer in layers if layer is not None}  # tied: one weight
+    with torch.no_grad():
+        for weight in weights.values():
+            for k, name in enumerate(names):
+                ids = tokenizer(name, add_special_tokens=False)["input_ids"]
+                if ids:
+                    weight[spec.speech_offset + k] = weight[ids].mean(0)
+
+
 def build_reference_policy(*, checkpoint: str | None = None, text_chunk: int = 4, speech_chunk: int = 12,
                            device: str = "cpu", seed: int = 0, voice: str | None = None, codec_threads: int = 1,
+                           init_speech: str = "symbol",
                            cache_dir: str | None = str(DEFAULT_CACHE_DIR)) -> InterleavedPolicy:
     """SmolLM2-135M-Instruct + Piper phoneme speech tokens as an `InterleavedPolicy` (full float32 weights).
 
@@ -262,12 +294,18 @@ def build_reference_policy(*, checkpoint: str | None = None, text_chunk: int = 4
         voice: a Piper voice ``.onnx`` (None: the packaged en_US-joe-medium).
         codec_threads: onnxruntime threads of the voice (1 measured ~1.7x faster than all cores on a shared
             2-core CPU; 0 = onnxruntime's default).
+        init_speech: ``symbol`` (each speech row starts at its symbol's text embedding, `init_speech_rows`) or
+            ``mean`` (`extend_vocab`'s mean row for all).
         cache_dir: disk cache of the de-quantised model (None: none).
     """
+    if init_speech not in ("symbol", "mean"):
+        raise ValueError(f"init_speech must be 'symbol' or 'mean', got {init_speech!r}")
     start = time.perf_counter()
     model, tokenizer = load_plain_smollm2(cache_dir)
     codec = PiperPhonemeCodec(voice, seed=seed, threads=codec_threads)
     spec = extend_vocab(model, tokenizer, codec.vocab_size, text_chunk=text_chunk, speech_chunk=speech_chunk)
+    if init_speech == "symbol":
+        init_speech_rows(model, tokenizer, spec, codec)
     if checkpoint:
         load_weights(model, checkpoint)
     model.to(device)
@@ -277,4 +315,4 @@ def build_reference_policy(*, checkpoint: str | None = None, text_chunk: int = 4
 
 
 __all__ = ["N_PROSODY", "PACE", "PROSODY_TOKENS", "VARIATION", "PiperPhonemeCodec", "build_reference_policy",
-           "load_plain_smollm2", "load_weights"]
+           "init_speech_rows", "load_plain_smollm2", "load_weights"]

@@ -116,7 +116,13 @@ def load_config(name_or_path: str | None, overrides: dict[str, Any] | None = Non
     if data.get("data") and not Path(data["data"]).is_absolute():
         data["data"] = str((base / data["data"]).resolve())
     if "reward_range" in data:
-        data["reward_range"] = tuple(data["reward_range"])
+        data["reward_range"] = tuple(float(x) for x in data["reward_range"])
+    for f in fields(AlignConfig):  # YAML 1.1 reads 1e-4 (no dot) as a string: numbers by the field's type
+        if f.name in data and f.type in ("float", "int") and isinstance(data[f.name], str):
+            try:
+                data[f.name] = float(data[f.name]) if f.type == "float" else int(data[f.name])
+            except ValueError as e:
+                raise ValueError(f"align config {f.name}: expected a number, got {data[f.name]!r}") from e
     return AlignConfig(**data)
 
 

@@ -161,3 +161,9 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_numbers_written_the_yaml_1_1_way_are_numbers():
+    assert load_config("tiny", {"lr": "1e-4"}).lr == 1e-4  # `--set lr=1e-4`: YAML 1.1 reads it as a string
+    with pytest.raises(ValueError, match="expected a number"):
+        load_config("tiny", {"lr": "fast"})

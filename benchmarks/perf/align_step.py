@@ -1,0 +1,167 @@
+"""Seconds per optimizer step and peak memory: wavalign's align loop vs TRL's GRPOTrainer, same model, prompts, G,
+max tokens, sampling and text-only GRPO; wavalign also computes its SFT term (mode wavalign).
+
+    pip install trl==1.16.0 --no-deps      # for this benchmark only
+    python benchmarks/perf/align_step.py [--steps 6] [--device cpu|cuda]
+
+Model: SmolLM2-135M-Instruct (the packaged GGUF, dequantised into a plain model; wavalign's copy has the Piper
+phoneme speech tokens added, the reference policy). Both sides: 2 prompts × G = 4 rollouts per step,
+≤ 64 new tokens, temperature 0.7, top-p 0.9, no KL, one update per generation, lr 1e-6, the same cheap text reward
+(word overlap F1 with the reference answer) so the figure is the loops' cost, not the scorers'. Each side runs in
+its own process (peak memory: max RSS on CPU, torch.cuda.max_memory_allocated on GPU); the first step is warm-up
+and not counted. Prints the figures and the ratio wavalign / TRL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+PROMPTS = REPO / "benchmarks" / "align" / "train.jsonl"
+
+
+def overlap_f1(text: str, reference: str) -> float:
+    a, b = re.findall(r"[a-z0-9]+", text.lower()), re.findall(r"[a-z0-9]+", reference.lower())
+    if not a or not b:
+        return 0.0
+    common = sum(min(a.count(w), b.count(w)) for w in set(a))
+    if not common:
+        return 0.0
+    p, r = common / len(a), common / len(b)
+    return 2 * p * r / (p + r)
+
+
+class OverlapScorer:
+    """The benchmark's reward as a wavalign scorer (text channel vs reference)."""
+
+    name, version, higher_is_better = "overlap", "1", True
+    requires = frozenset({"text", "reference"})
+
+    def score(self, samples):
+        from rewards.base import Score
+
+        return [Score(value=overlap_f1(s.text, s.reference)) for s in samples]
+
+    def info(self):
+        from rewards.base import ScorerInfo
+
+        return ScorerInfo(self.name, self.version, True, self.requires, {})
+
+
+def _peak_mb(device: str) -> float:
+    import resource
+
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_trl(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from align.reference import load_plain_smollm2
+
+    model, tokenizer = load_plain_smollm2()
+    rows = [json.loads(line) for line in PROMPTS.read_text().splitlines()][: 2 * (args.steps + 1)]
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["question_text"]}],
+                               "reference": r["sft_target_text"]} for r in rows])
+
+    def reward(completions, reference, **_):
+        return [overlap_f1(c[0]["content"] if isinstance(c, list) else c, ref) for c, ref in zip(completions, reference)]
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t)
+
+    config = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, num_generations=4,
+                        max_completion_length=64, temperature=0.7, top_p=0.9, top_k=0, beta=0.0, learning_rate=1e-6,
+                        max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no",
+                        use_cpu=args.device == "cpu", bf16=args.device == "cuda", gradient_accumulation_steps=1,
+                        steps_per_generation=1, seed=0, disable_dropout=True, dataloader_num_workers=0)
+    trainer = GRPOTrainer(model=model.to(args.device), reward_funcs=reward, args=config, train_dataset=data,
+                          processing_class=tokenizer, callbacks=[Clock()])
+    torch.manual_seed(0)
+    trainer.train()
+    return {"side": "trl", "step_seconds": times, "peak_mb": _peak_mb(args.device)}
+
+
+def run_wavalign(args) -> dict:
+    import csv
+
+    from align.train import load_config, train
+    from rewards.registry import register
+
+    register("overlap", "benchmarks.perf.align_step:OverlapScorer")
+    out = Path(tempfile.mkdtemp())
+    config = load_config("reference", {
+        "mode": "wavalign", "max_steps": args.steps, "output_dir": str(out), "group_size": 4, "prompts_per_step": 2,
+        "max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9, "lr": 1e-6, "beta_text": 0.0, "beta_speech": 0.0,
+        "reward": {"components": [{"scorer": "overlap", "weight": 1.0}]}, "reward_range": (0.0, 1.0),
+        "save_every": 10**6, "device": args.device, "data": str(PROMPTS), "lora": None,
+    })
+    train(config, log=lambda m: None)
+    with (out / "log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"side": "wavalign", "step_seconds": [float(r["seconds"]) for r in rows], "peak_mb": _peak_mb(args.device),
+            "generate_share": sum(float(r["seconds_generate"]) for r in rows[1:]) /
+            max(sum(float(r["seconds"]) for r in rows[1:]), 1e-9)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--side", choices=["trl", "wavalign"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        result = run_trl(args) if args.side == "trl" else run_wavalign(args)
+        print("RESULT " + json.dumps(result))
+        return
+    results = {}
+    for side in ("trl", "wavalign"):
+        done = subprocess.run([sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--device",
+                               args.device], cwd=REPO, capture_output=True, text=True)
+        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
+        results[side] = json.loads(line[len("RESULT "):])
+    device = args.device
+    if device == "cuda":
+        import torch
+
+        device = torch.cuda.get_device_name(0)
+    print(f"align step benchmark ({device}): SmolLM2-135M-Instruct, 2 prompts x G=4, <=64 new tokens, "
+          f"{args.steps} steps, first one not counted")
+    for side, r in results.items():
+        steps = r["step_seconds"][1:] or r["step_seconds"]
+        extra = f", generating {100 * r['generate_share']:.0f}%" if "generate_share" in r else ""
+        print(f"  {side:<9} {statistics.median(steps):6.2f} s/step (median; mean {statistics.mean(steps):.2f}), "
+              f"peak memory {r['peak_mb']:.0f} MB{extra}")
+    t = statistics.median(results["wavalign"]["step_seconds"][1:]) / statistics.median(
+        results["trl"]["step_seconds"][1:])
+    m = results["wavalign"]["peak_mb"] / results["trl"]["peak_mb"]
+    print(f"  ratio wavalign / TRL: time {t:.2f}, peak memory {m:.2f} (target time <= 1.0; wavalign also computes "
+          "the SFT term and speech tokens)")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,12 @@
 max tokens, sampling and text-only GRPO; wavalign also computes its SFT term (mode wavalign).
 
     pip install trl==1.16.0 --no-deps      # for this benchmark only
-    python benchmarks/perf/align_step.py [--steps 6] [--device cpu|cuda]
+    python benchmarks/perf/align_step.py [--steps 6] [--device cpu|cuda] [--random-init DIR]
+
+``--random-init DIR``: both sides use a random-initialised model of SmolLM2-135M's exact shape (config and tokenizer
+saved in DIR by ``--save-shape DIR`` on a machine with the packaged GGUF), for machines without the weights (the
+GPU machine: the 98 MB GGUF cannot travel). Step time depends on the shape, not the weights, except through answer
+lengths; a random model never ends early, so both sides generate the full 64 tokens.
 
 Model: SmolLM2-135M-Instruct (the packaged GGUF, dequantised into a plain model; wavalign's copy has the Piper
 phoneme speech tokens added, the reference policy). Both sides: 2 prompts × G = 4 rollouts per step,
@@ -67,21 +72,52 @@ def _peak_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def save_shape(folder: str) -> None:
+    from align.reference import load_plain_smollm2
+
+    model, tokenizer = load_plain_smollm2()
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def random_model(folder: str):
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(AutoConfig.from_pretrained(folder)), AutoTokenizer.from_pretrained(folder)
+
+
+def random_policy(shape: str, text_chunk: int = 4, speech_chunk: int = 12):
+    """The wavalign side with --random-init: the same shape, 154 speech tokens like the reference policy."""
+    from align.interleaved import InterleavedPolicy, extend_vocab
+    from align.tiny import ToneCodec
+
+    model, tokenizer = random_model(shape)
+    codec = ToneCodec(vocab_size=154)
+    spec = extend_vocab(model, tokenizer, codec.vocab_size, text_chunk=text_chunk, speech_chunk=speech_chunk)
+    return InterleavedPolicy(model, tokenizer, spec, codec)
+
+
 def run_trl(args) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from align.reference import load_plain_smollm2
+    if args.random_init:
+        model, tokenizer = random_model(args.random_init)
+    else:
+        from align.reference import load_plain_smollm2
 
-    model, tokenizer = load_plain_smollm2()
+        model, tokenizer = load_plain_smollm2()
     rows = [json.loads(line) for line in PROMPTS.read_text().splitlines()][: 2 * (args.steps + 1)]
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["question_text"]}],
                                "reference": r["sft_target_text"]} for r in rows])
 
     def reward(completions, reference, **_):
-        return [overlap_f1(c[0]["content"] if isinstance(c, list) else c, ref) for c, ref in zip(completions, reference)]
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        return [overlap_f1(t, ref) for t, ref in zip(texts, reference)]
 
     times: list[float] = []
 
@@ -112,7 +148,9 @@ def run_wavalign(args) -> dict:
 
     register("overlap", "benchmarks.perf.align_step:OverlapScorer")
     out = Path(tempfile.mkdtemp())
-    config = load_config("reference", {
+    policy = ({"policy": "benchmarks.perf.align_step:random_policy", "policy_args": {"shape": args.random_init}}
+              if args.random_init else {})
+    config = load_config("reference", {**policy,
         "mode": "wavalign", "max_steps": args.steps, "output_dir": str(out), "group_size": 4, "prompts_per_step": 2,
         "max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9, "lr": 1e-6, "beta_text": 0.0, "beta_speech": 0.0,
         "reward": {"components": [{"scorer": "overlap", "weight": 1.0}]}, "reward_range": (0.0, 1.0),
@@ -130,16 +168,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--random-init", metavar="DIR", help="random weights of the shape saved in DIR")
+    parser.add_argument("--save-shape", metavar="DIR", help="save SmolLM2's config and tokenizer to DIR and exit")
     parser.add_argument("--side", choices=["trl", "wavalign"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.save_shape:
+        save_shape(args.save_shape)
+        return
     if args.side:
         result = run_trl(args) if args.side == "trl" else run_wavalign(args)
         print("RESULT " + json.dumps(result))
         return
     results = {}
     for side in ("trl", "wavalign"):
+        extra = ["--random-init", args.random_init] if args.random_init else []
         done = subprocess.run([sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--device",
-                               args.device], cwd=REPO, capture_output=True, text=True)
+                               args.device, *extra], cwd=REPO, capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
@@ -149,7 +193,8 @@ def main() -> None:
         import torch
 
         device = torch.cuda.get_device_name(0)
-    print(f"align step benchmark ({device}): SmolLM2-135M-Instruct, 2 prompts x G=4, <=64 new tokens, "
+    weights = "random weights of its shape" if args.random_init else "packaged weights"
+    print(f"align step benchmark ({device}): SmolLM2-135M-Instruct ({weights}), 2 prompts x G=4, <=64 new tokens, "
           f"{args.steps} steps, first one not counted")
     for side, r in results.items():
         steps = r["step_seconds"][1:] or r["step_seconds"]

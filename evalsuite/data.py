@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from evalsuite.inputs import jsonl_lines
-from rewards.audio import Audio, AudioError, AudioLimits, load_audio, resample, to_mono, validate
+from rewards.audio import Audio, AudioError, AudioLimits, decode_audio, finish_audio, load_audio, to_mono
 from rewards.base import one_line
 
 DATA_SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -421,30 +420,8 @@ def to_items(
 # -- audio ---------------------------------------------------------------------------------------------------------
 
 
-def _finish(samples: np.ndarray, sample_rate: int, target_sr: int | None, limits: AudioLimits) -> Audio:
-    """Validate a decoded waveform, then resample it, as `rewards.audio.load_audio` does for files."""
-    warnings = validate(samples, sample_rate, limits)
-    if target_sr is not None and target_sr != sample_rate:
-        samples = resample(samples, sample_rate, target_sr)
-        sample_rate = target_sr
-    return Audio(samples=samples, sample_rate=sample_rate, warnings=warnings)
-
-
 def _decode_bytes(data: bytes, name: str, target_sr: int | None, limits: AudioLimits) -> Audio:
-    label = name or "the audio bytes"
-    try:
-        info = sf.info(io.BytesIO(data))
-    except Exception as e:  # libsndfile raises several types for corrupt or unknown formats
-        raise AudioError("unreadable", f"cannot decode {label}: {one_line(e)}") from e
-    if info.samplerate > 0 and info.frames / info.samplerate > limits.max_seconds:
-        raise AudioError(
-            "too_long", f"{info.frames / info.samplerate:.1f} s is longer than the cap {limits.max_seconds:g} s"
-        )
-    try:
-        data_2d, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise AudioError("unreadable", f"cannot decode {label}: {one_line(e)}") from e
-    return _finish(to_mono(data_2d), sample_rate, target_sr, limits)
+    return decode_audio(lambda: io.BytesIO(data), name or "the audio bytes", target_sr, limits)
 
 
 def _from_array(array: Any, sample_rate: Any, target_sr: int | None, limits: AudioLimits) -> Audio:
@@ -456,7 +433,7 @@ def _from_array(array: Any, sample_rate: Any, target_sr: int | None, limits: Aud
         raise AudioError("unreadable", f"the audio array is not numeric: {one_line(e)}") from e
     if data.ndim == 2 and data.shape[0] < data.shape[1]:
         data = data.T  # (channels, frames), as torchcodec decodes, to (frames, channels)
-    return _finish(to_mono(data), int(sample_rate), target_sr, limits)
+    return finish_audio(to_mono(data), int(sample_rate), target_sr, limits)
 
 
 def decode_audio_cell(

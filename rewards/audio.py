@@ -11,10 +11,11 @@ warnings unless the limits say otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -162,19 +163,32 @@ def load_audio(
     path = Path(path)
     if not path.is_file():
         raise AudioError("missing", f"no such file: {path}")
+    return decode_audio(lambda: str(path), path.name, target_sr, limits)
+
+
+def decode_audio(
+    open_source: Callable[[], Any], label: str, target_sr: int | None = None, limits: AudioLimits = AudioLimits()
+) -> Audio:
+    """Decode what ``open_source()`` gives soundfile (a path, or a fresh file object over bytes each call) like
+    `load_audio`: the length cap is checked before decoding; ``label`` names the source in errors."""
     try:
-        info = sf.info(str(path))
+        info = sf.info(open_source())
     except Exception as e:  # libsndfile raises several types for corrupt or unknown formats
-        raise AudioError("unreadable", f"cannot decode {path.name}: {one_line(e)}") from e
+        raise AudioError("unreadable", f"cannot decode {label}: {one_line(e)}") from e
     if info.samplerate > 0 and info.frames / info.samplerate > limits.max_seconds:
         raise AudioError(
             "too_long", f"{info.frames / info.samplerate:.1f} s is longer than the cap {limits.max_seconds:g} s"
         )
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sample_rate = sf.read(open_source(), dtype="float32", always_2d=True)
     except Exception as e:
-        raise AudioError("unreadable", f"cannot decode {path.name}: {one_line(e)}") from e
-    samples = to_mono(data)
+        raise AudioError("unreadable", f"cannot decode {label}: {one_line(e)}") from e
+    return finish_audio(to_mono(data), sample_rate, target_sr, limits)
+
+
+def finish_audio(samples: np.ndarray, sample_rate: int, target_sr: int | None = None,
+                 limits: AudioLimits = AudioLimits()) -> Audio:
+    """Validate a decoded mono waveform, then resample it to ``target_sr`` when given."""
     warnings = validate(samples, sample_rate, limits)
     if target_sr is not None and target_sr != sample_rate:
         samples = resample(samples, sample_rate, target_sr)

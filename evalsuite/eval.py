@@ -434,10 +434,9 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
                                             "response_error": row["response.error"]},
         ))
 
-    item_fields = [{**item.meta, "id": item.id, "style": item.style, "reference": item.reference}
-                   for item in batch]
     for s in scorings:
-        indices = [k for k in range(len(batch)) if matches(s.spec.where, item_fields[k])]
+        # the same fields the metrics' `where` reads from samples.jsonl (one definition: _row_fields)
+        indices = [k for k in range(len(batch)) if matches(s.spec.where, _row_fields(rows[k]))]
         views: list[Sample] = list(samples)
         runnable = []
         for k in indices:

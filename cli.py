@@ -147,7 +147,7 @@ def _parse_model_args(values: list[str]) -> dict:
 def eval_(
     benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="Built-in benchmark name (see --list) or a definition YAML path.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the built-in benchmarks and exit.")] = False,
-    model: Annotated[str, typer.Option(help="cascade (offline baseline), responses:DIR, responses:FILE.jsonl, or your own 'package.module:Class'.")] = "cascade",
+    model: Annotated[str, typer.Option(help="cascade (offline baseline), policy (an align policy: --model-arg checkpoint=RUN/checkpoint/trainer.pt), responses:DIR, responses:FILE.jsonl, or your own 'package.module:Class'.")] = "cascade",
     model_name: Annotated[str | None, typer.Option(help="Name of the model in results and leaderboards (default: the adapter's).")] = None,
     model_arg: Annotated[list[str] | None, typer.Option(help="KEY=VALUE passed to the model adapter's constructor (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default runs/<benchmark>/<model name>).")] = None,

@@ -3,7 +3,8 @@
 Per step: sample prompts → G rollouts each → decode their speech → composite reward → group advantages → λ →
 hybrid loss ((1 − λ)·SFT on the reference answers + λ·GRPO on the rollouts' text tokens) → step → log → checkpoint.
 Modes (the paper's ablation): ``wavalign`` (adaptive λ), ``fixed`` (constant λ), ``po-all`` (GRPO on every token,
-no SFT), ``po-text`` (GRPO on text tokens only, no SFT), ``sft`` (SFT only; rollouts are still scored, for the log).
+no SFT), ``po-text`` (GRPO on text tokens only, no SFT), ``sft`` (SFT only; rollouts are still generated and scored for the log unless ``sft_rollouts: false``,
+the fast warm start).
 
 Config precedence: dataclass defaults < the YAML (``--config tiny|reference|PATH``) < explicit flags. The resolved
 config is written to ``OUTPUT_DIR/config.json`` and into every checkpoint.
@@ -35,6 +36,7 @@ from align.objectives import (
     group_advantages,
     hybrid_loss,
     loss_positions,
+    sft_loss,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -64,6 +66,7 @@ class AlignConfig:
     resample_zero_var: bool = False  # redraw a group whose rewards are all equal, once
     beta_text: float = 0.0  # KL penalties per channel (0: measured only)
     beta_speech: float = 0.0
+    sft_rollouts: bool = True  # mode sft: still generate and score rollouts, for the log (false: a fast warm start)
     # -- optimisation
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -285,6 +288,15 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         # (with N processes the step takes N × prompts_per_step prompts; each process its own slice)
         batch = [examples[i] for i in cursor.take(config.prompts_per_step * world)[rank::world]]
         prompts = [policy.build_prompt(e.text_messages()) for e in batch]
+        if config.mode == "sft" and not config.sft_rollouts:  # the warm start: reference answers only
+            row = _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world)
+            row.update(step=step, seconds=time.perf_counter() - t0)
+            if writer is not None:
+                writer.write(row)
+                log(f"step {step}: loss_sft {row['loss_sft']:.4f} ({row['seconds']:.1f} s)")
+                if step % config.save_every == 0 or step == config.max_steps:
+                    _save(ckpt_dir, model, optimizer, scheduler, controller, cursor, step, config)
+            continue
         groups = policy.generate(prompts, config.group_size, temperature=config.temperature, top_p=config.top_p,
                                  max_new_tokens=config.max_new_tokens,
                                  seed=config.seed * 1_000_003 + step * world + rank)
@@ -365,6 +377,28 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     writer.close()
     _plot(out / "log.csv", out / "curves.png")
     return row
+
+
+def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world) -> dict[str, Any]:
+    """One optimizer step on the reference answers alone (mode sft without rollouts): no generation, no reward."""
+    targets = [policy.sft_target(p, e.target_text, _target_speech(policy, e)) for p, e in zip(prompts, batch)]
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with autocast or _null():
+        parts = _batched_logprobs(policy, targets, config.micro_batch_size)
+    (normalizer,) = _sum_over_processes([sum(int(m.sum()) for _, m, _ in parts) or 1], world)
+    loss_sum = 0.0
+    for logp, mask, _ in parts:
+        loss, _ = sft_loss(logp, mask, normalizer=normalizer)
+        loss.backward()
+        loss_sum += float(loss.detach())
+    _all_reduce_grads(params, world)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
+    optimizer.step()
+    scheduler.step()
+    return {"step": 0, "mode": config.mode, "loss": loss_sum, "loss_sft": loss_sum, "w_sft": 1.0, "w_rl": 0.0,
+            "len_target": float(np.mean([len(t.completion_ids) for t in targets])), "grad_norm": grad_norm,
+            "lr": scheduler.get_last_lr()[0], "seconds": 0.0}
 
 
 def _distributed(config: AlignConfig) -> tuple[int, int, int]:
@@ -587,12 +621,13 @@ def _plot(log_csv: Path, png: Path) -> None:
     FigureCanvasAgg(fig)
     for i, (title, names) in enumerate(panels):
         ax = fig.add_subplot(2, 3, i + 1)
-        for name in names:
-            if name in rows[0]:
-                ax.plot(steps, series(name), label=name)
+        drawn = [name for name in names if name in rows[0]]
+        for name in drawn:
+            ax.plot(steps, series(name), label=name)
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if drawn:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(str(png), dpi=100)
 

@@ -5,7 +5,8 @@ returns one `Response` per request, in order: the model's text channel and/or it
 cannot answer gets ``Response(error="...")``; the run records it and goes on.
 
 Built in: ``responses:DIR`` / ``responses:FILE.jsonl`` (outputs that exist already), ``cascade`` (offline baseline:
-whisper tiny.en → SmolLM2-135M-Instruct → Piper), and a user's own class as ``"package.module:Class"``.
+whisper tiny.en → SmolLM2-135M-Instruct → Piper), ``policy`` (an align policy or checkpoint, `align.adapter`), and a
+user's own class as ``"package.module:Class"``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class AdapterError(ValueError):
     """A model spec that cannot be used (unknown name, missing folder, a class that does not fit the protocol)."""
 
 
-BUILTIN = {"cascade": "evalsuite.cascade:CascadeAdapter"}
+BUILTIN = {"cascade": "evalsuite.cascade:CascadeAdapter", "policy": "align.adapter:PolicyAdapter"}
 RESPONSE_KEYS = ("response", "text", "answer", "output")  # where a responses file keeps the text answer
 
 

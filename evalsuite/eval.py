@@ -535,7 +535,10 @@ def _columns(rows: Sequence[dict[str, Any]], prefixes: Sequence[str]) -> list[st
 
 
 def _row_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {**(row.get("meta") or {}), "id": row["id"], "style": row.get("style"), "reference": row.get("reference")}
+    fields = {**(row.get("meta") or {}), "id": row["id"], "reference": row.get("reference")}
+    if row.get("style") is not None or "style" not in fields:  # a style kept in meta (fields.meta) stays
+        fields["style"] = row.get("style")
+    return fields
 
 
 def _number(v: Any) -> float | None:

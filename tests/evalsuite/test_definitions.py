@@ -116,3 +116,24 @@ def test_vstyle_lite_items():
         pytest.skip("the spoken prompts are not synthesized yet (benchmarks/vstyle_lite/make_audio.py)")
     durations = [item_audio(i, 16000).duration for i in items]
     assert all(1.5 < d < 15 for d in durations), durations
+
+
+def test_align_heldout_items_and_its_style_metric():
+    """The held-out prompts of the align recipe load as text items; the style requests keep their style (in meta),
+    and the style metric counts exactly them."""
+    from evalsuite.eval import metric_value
+
+    benchmark = read_benchmark(definitions_dir() / "align-heldout.yaml")
+    rows, _ = load_rows(benchmark.source, data=None, base_dir=benchmark.base_dir)
+    items = to_items(rows, benchmark.fields, split_name="item",
+                     data_dir=data_dir(benchmark.source, data=None, base_dir=benchmark.base_dir))
+    assert len(items) == 40 and all(i.error is None and i.prompt and i.reference and i.audio is None for i in items)
+    styled = [i for i in items if i.meta.get("style")]
+    assert 0 < len(styled) < len(items) and {i.meta["style"] for i in styled} <= set(STYLES)
+    metric = next(m for m in benchmark.metrics if m.name == "style_match")
+    result_rows = [{"id": i.id, "style": i.style, "meta": i.meta, "reference": i.reference,
+                    "prosody.style_match": 0.5 if i.meta.get("style") else None} for i in items]
+    entry = {"name": metric.name, "column": metric.column, "scale": metric.scale, "where": metric.where,
+             "higher_is_better": True}
+    value = metric_value(result_rows, entry)
+    assert value["n"] == len(styled) and value["n_failed"] == 0 and value["value"] == pytest.approx(50.0)

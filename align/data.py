@@ -34,6 +34,12 @@ class Example:
     target_text: str = ""
     target_audio: str | None = None
     style: str | None = None
+    answer: str | None = None  # the short checkable answer the reward judges against (None: the target text)
+
+    @property
+    def judge_reference(self) -> str:
+        """What the reward's judge compares an answer with: the short ``answer`` when the row has one."""
+        return self.answer or self.target_text
 
     def text_messages(self) -> list[dict[str, Any]]:
         """The conversation with spoken turns replaced by the question's transcript (for text-input policies)."""
@@ -79,7 +85,8 @@ def _row_to_example(row: dict[str, Any], line: int, base: Path) -> tuple[Example
         path = Path(target_audio) if Path(target_audio).is_absolute() else base / target_audio
         target_audio = str(path) if path.is_file() else None
     return Example(id=item_id, messages=messages, audios=resolved, question_text=question,
-                   target_text=str(target).strip(), target_audio=target_audio, style=row.get("style")), None
+                   target_text=str(target).strip(), target_audio=target_audio, style=row.get("style"),
+                   answer=str(row["answer"]).strip() if str(row.get("answer") or "").strip() else None), None
 
 
 def read_examples(path: str | Path) -> tuple[list[Example], list[str]]:

@@ -197,7 +197,7 @@ def score_rollouts(reward, policy, example_groups, trajs_groups, step: int):
                 if audio is None or len(audio) == 0:
                     audio, rate = None, None
             samples.append(Sample(id=f"{example.id}/s{step}/g{k}", audio=audio, sample_rate=rate, text=traj.text,
-                                  prompt=example.question_text, reference=example.target_text,
+                                  prompt=example.question_text, reference=example.judge_reference,
                                   meta={"group": example.id, **({"style": example.style} if example.style else {})}))
     scores = score_each(reward, samples)
     G = len(trajs_groups[0]) if trajs_groups else 0

@@ -167,3 +167,32 @@ def test_numbers_written_the_yaml_1_1_way_are_numbers():
     assert load_config("tiny", {"lr": "1e-4"}).lr == 1e-4  # `--set lr=1e-4`: YAML 1.1 reads it as a string
     with pytest.raises(ValueError, match="expected a number"):
         load_config("tiny", {"lr": "fast"})
+
+
+def test_the_reward_judges_against_the_short_answer():
+    """A row's ``answer`` (``12``) is what the reward's judge compares with, not the whole target sentence: the
+    reference judge finds "5 plus 7 is thirteen." close to "5 plus 7 is twelve." but checks the number against 12."""
+    from align.data import read_examples
+    from align.policy import TEXT, Trajectory
+    from align.train import score_rollouts
+    from rewards.reference_judge import judge_against_reference
+
+    examples, problems = read_examples(REPO / "benchmarks" / "align" / "train.jsonl")
+    assert not problems and all(e.answer for e in examples)
+    (example,) = [e for e in examples if e.question_text == "What is 9 plus 3?"]
+    assert (example.answer, example.judge_reference, example.target_text) == ("12", "12", "9 plus 3 is twelve.")
+    assert judge_against_reference("9 plus 3 is thirteen.", example.target_text)[0] == 1.0  # why: the sentence
+    seen = []
+
+    class Recorder:
+        requires = {"text"}
+
+        def score(self, samples):
+            seen.extend(samples)
+            from rewards.base import Score
+
+            return [Score(value=judge_against_reference(s.text, s.reference)[0]) for s in samples]
+
+    trajs = [Trajectory([1], [5], [TEXT], text, [], True) for text in ("9 plus 3 is thirteen.", "It is 12.")]
+    rewards, _ = score_rollouts(Recorder(), None, [example], [trajs], step=1)
+    assert rewards == [[0.0, 1.0]] and {s.reference for s in seen} == {"12"}

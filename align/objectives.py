@@ -345,6 +345,23 @@ def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
+def mode_weights(mode: str, lam: float) -> tuple[float, float]:
+    """(weight of the SFT term, weight of the GRPO term) in ``mode``: (1 − λ, λ) in wavalign and fixed."""
+    check_mode(mode)
+    if mode in ("wavalign", "fixed"):
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must lie in [0, 1], got {lam}")
+        return 1.0 - lam, lam
+    return (1.0, 0.0) if mode == "sft" else (0.0, 1.0)
+
+
+def channel_counts(mask: torch.Tensor, channels: torch.Tensor) -> dict[str, int]:
+    """Real positions per channel as `kl_per_channel` groups them (``speech`` includes the boundaries): the weights
+    that pool its per-micro-batch means into a batch mean."""
+    return {name: int(channel_mask(mask, channels, names).sum())
+            for name, names in (("text", ("text",)), ("speech", ("speech",)), ("all", ("text", "speech")))}
+
+
 def kl_per_channel(
     logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, channels: torch.Tensor
 ) -> dict[str, torch.Tensor]:
@@ -422,16 +439,7 @@ def hybrid_loss(
         compute), ``w_sft`` and ``w_rl`` (the weights applied), ``n_rl`` and ``n_sft`` (the counts each term
         was divided by, before any normaliser), and ``kl_text``/``kl_speech``/``kl_all`` when ``ref_logp`` is given.
     """
-    check_mode(mode)
-    if mode in ("wavalign", "fixed"):
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must lie in [0, 1], got {lam}")
-        w_sft, w_rl = 1.0 - lam, lam
-    elif mode == "sft":
-        w_sft, w_rl = 1.0, 0.0
-    else:
-        w_sft, w_rl = 0.0, 1.0
-
+    w_sft, w_rl = mode_weights(mode, lam)
     nan = float("nan")
     terms: dict[str, float] = {"w_sft": w_sft, "w_rl": w_rl}
     total = None

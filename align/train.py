@@ -31,11 +31,13 @@ from align.data import Cursor, Example, read_examples
 from align.objectives import (
     MODES,
     LambdaController,
+    channel_counts,
     check_mode,
     flatten_advantages,
     group_advantages,
     hybrid_loss,
     loss_positions,
+    mode_weights,
     sft_loss,
 )
 
@@ -337,6 +339,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         sft_total = sum(int(m.sum()) for _, m, _ in sft_parts) or 1
         rl_total, sft_total = _sum_over_processes([rl_total, sft_total], world)  # normalise by global counts
         terms_sum: dict[str, float] = {}
+        kl_sum: dict[str, list] = {}
         for k in range(max(len(rl_parts), len(sft_parts))):
             kwargs: dict[str, Any] = {}
             if k < len(rl_parts):
@@ -352,9 +355,16 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
             loss, terms = _loss_part(config, lam, kwargs)
             if loss.requires_grad:
                 loss.backward()
-            for name, value in terms.items():
-                if isinstance(value, float) and math.isfinite(value):
+            for name, value in terms.items():  # loss parts add up (each divided by the whole batch's counts)
+                if name.startswith("loss") and isinstance(value, float) and math.isfinite(value):
                     terms_sum[name] = terms_sum.get(name, 0.0) + value
+            if k < len(rl_parts):  # KL: token means per micro-batch, pooled over the batch by token counts
+                for name, n in channel_counts(rl_parts[k][1], rl_parts[k][2]).items():
+                    value = terms.get(f"kl_{name}")
+                    if isinstance(value, float) and math.isfinite(value) and n:
+                        kl_sum[name] = [kl_sum.get(name, [0.0, 0])[0] + value * n, kl_sum.get(name, [0.0, 0])[1] + n]
+        terms_sum.update({f"kl_{name}": total / n for name, (total, n) in kl_sum.items()})
+        terms_sum["w_sft"], terms_sum["w_rl"] = mode_weights(config.mode, lam)
         _all_reduce_grads(params, world)  # DDP: sum the processes' gradients (each already divided by global counts)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
         optimizer.step()
@@ -468,7 +478,8 @@ def _loss_part(config: AlignConfig, lam: float, kwargs: dict[str, Any]):
     else:
         scale = 1.0
     loss, terms = hybrid_loss(mode, lam, beta_text=config.beta_text, beta_speech=config.beta_speech, **kwargs)
-    return loss * scale, {k: v * scale if k.startswith("loss") else v for k, v in terms.items()}
+    # the parts (loss_sft, loss_grpo, loss_kl) stay unweighted, as hybrid_loss reports them; the total is weighted
+    return loss * scale, {**terms, "loss": terms["loss"] * scale}
 
 
 class _null:

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=2, help="trainings/evaluations at once")
     parser.add_argument("--warmstart", type=Path, help="an SFT warm start's checkpoint/trainer.pt (default: train one)")
-    parser.add_argument("--warmstart-steps", type=int, default=160)
+    parser.add_argument("--warmstart-steps", type=int, default=100)
     parser.add_argument("--limit", type=int, help="held-out items (default: all 40)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="align config overrides for the mode runs (repeatable)")

@@ -108,7 +108,8 @@ def test_eval_of_a_checkpoint_on_align_heldout(warm, tmp_path):
                       EvalConfig(limit=3), progress=False, log=lambda m: None)
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert saved["n_items"] == 3 and saved["model"]["name"] == f"tiny-{warm.name}"
-    assert saved["metrics"]["iq_text"]["n"] == 3  # the text channel is judged for every item
+    iq = saved["metrics"]["iq_text"]
+    assert iq["n"] + iq["n_failed"] == 3  # every item's text channel judged (None: no number to read in it)
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").open()]
     assert all(s["response.error"] is None and s["response.text"] for s in samples)
     assert result is not None

@@ -196,3 +196,18 @@ def test_the_reward_judges_against_the_short_answer():
     trajs = [Trajectory([1], [5], [TEXT], text, [], True) for text in ("9 plus 3 is thirteen.", "It is 12.")]
     rewards, _ = score_rollouts(Recorder(), None, [example], [trajs], step=1)
     assert rewards == [[0.0, 1.0]] and {s.reference for s in seen} == {"12"}
+
+
+def test_micro_batches_change_nothing_that_is_logged(tmp_path):
+    """The same step in one micro-batch or several: same losses, weights and KL per channel (pooled by token
+    counts, not summed over micro-batches)."""
+    base = {"mode": "wavalign", "max_steps": 3, "prompts_per_step": 3, "lr": 3e-3}
+    train(load_config("tiny", {**base, "micro_batch_size": 16, "output_dir": str(tmp_path / "one")}),
+          log=lambda m: None)
+    train(load_config("tiny", {**base, "micro_batch_size": 5, "output_dir": str(tmp_path / "many")}),
+          log=lambda m: None)
+    for a, b in zip(_log(tmp_path / "one"), _log(tmp_path / "many")):
+        assert float(b["w_rl"]) == pytest.approx(float(b["lambda"])) and float(b["w_sft"]) + float(b["w_rl"]) == 1
+        for key in ("loss", "loss_sft", "loss_grpo", "w_rl", "w_sft", "kl_text", "kl_speech", "kl_all"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), (a["step"], key)
+    assert float(_log(tmp_path / "many")[-1]["kl_speech"]) > 0  # the policy moved: KL measured, not 0

@@ -3,8 +3,8 @@
 Per step: sample prompts → G rollouts each → decode their speech → composite reward → group advantages → λ →
 hybrid loss ((1 − λ)·SFT on the reference answers + λ·GRPO on the rollouts' text tokens) → step → log → checkpoint.
 Modes (the paper's ablation): ``wavalign`` (adaptive λ), ``fixed`` (constant λ), ``po-all`` (GRPO on every token,
-no SFT), ``po-text`` (GRPO on text tokens only, no SFT), ``sft`` (SFT only; rollouts are still generated and scored for the log unless ``sft_rollouts: false``,
-the fast warm start).
+no SFT), ``po-text`` (GRPO on text tokens only, no SFT), ``sft`` (SFT only; rollouts are still generated and scored
+for the log, unless ``sft_rollouts: false``: the fast warm start).
 
 Config precedence: dataclass defaults < the YAML (``--config tiny|reference|PATH``) < explicit flags. The resolved
 config is written to ``OUTPUT_DIR/config.json`` and into every checkpoint.
@@ -291,8 +291,9 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         batch = [examples[i] for i in cursor.take(config.prompts_per_step * world)[rank::world]]
         prompts = [policy.build_prompt(e.text_messages()) for e in batch]
         if config.mode == "sft" and not config.sft_rollouts:  # the warm start: reference answers only
-            row = _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world)
-            row.update(step=step, seconds=time.perf_counter() - t0)
+            row = {"step": step, "mode": config.mode,
+                   **_sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world),
+                   "seconds": time.perf_counter() - t0}
             if writer is not None:
                 writer.write(row)
                 log(f"step {step}: loss_sft {row['loss_sft']:.4f} ({row['seconds']:.1f} s)")
@@ -362,7 +363,8 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                 for name, n in channel_counts(rl_parts[k][1], rl_parts[k][2]).items():
                     value = terms.get(f"kl_{name}")
                     if isinstance(value, float) and math.isfinite(value) and n:
-                        kl_sum[name] = [kl_sum.get(name, [0.0, 0])[0] + value * n, kl_sum.get(name, [0.0, 0])[1] + n]
+                        acc = kl_sum.setdefault(name, [0.0, 0])
+                        acc[0], acc[1] = acc[0] + value * n, acc[1] + n
         terms_sum.update({f"kl_{name}": total / n for name, (total, n) in kl_sum.items()})
         terms_sum["w_sft"], terms_sum["w_rl"] = mode_weights(config.mode, lam)
         _all_reduce_grads(params, world)  # DDP: sum the processes' gradients (each already divided by global counts)
@@ -406,9 +408,9 @@ def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompt
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
     optimizer.step()
     scheduler.step()
-    return {"step": 0, "mode": config.mode, "loss": loss_sum, "loss_sft": loss_sum, "w_sft": 1.0, "w_rl": 0.0,
+    return {"loss": loss_sum, "loss_sft": loss_sum, "w_sft": 1.0, "w_rl": 0.0,
             "len_target": float(np.mean([len(t.completion_ids) for t in targets])), "grad_norm": grad_norm,
-            "lr": scheduler.get_last_lr()[0], "seconds": 0.0}
+            "lr": scheduler.get_last_lr()[0]}
 
 
 def _distributed(config: AlignConfig) -> tuple[int, int, int]:

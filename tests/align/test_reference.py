@@ -166,3 +166,12 @@ def test_two_training_steps_on_the_reference_model(tmp_path, policy):
     assert np.isfinite(float(rows[-1]["loss"])) and float(rows[-1]["len_speech"]) > 0
     assert "reward.answer_mean" in rows[0] and "reward.consistency_mean" in rows[0]
     assert (tmp_path / "run" / "checkpoint" / "trainer.pt").is_file()
+    # the trained checkpoint as an eval model: the reference policy answers with text and decoded speech
+    from align.adapter import PolicyAdapter
+    from evalsuite.adapters import Request
+
+    adapter = PolicyAdapter(checkpoint=str(tmp_path / "run" / "checkpoint" / "trainer.pt"), max_new_tokens=48,
+                            name="two-steps")
+    (answer,) = adapter.respond([Request(id="q", text="What is 2 plus 3?")])
+    assert answer.error is None and answer.text and answer.meta["completion_tokens"] <= 48
+    assert answer.meta["speech_tokens"] == 0 or (answer.audio is not None and answer.sample_rate > 0)

@@ -83,7 +83,7 @@ class PolicyAdapter:
                                     "hear": self.hear, "system_prompt": self.use_system_prompt, "data": self.data}
         if self._policy is not None:
             settings["policy_info"] = self._policy.info()
-        return {"name": self.name, "settings": settings}
+        return settings
 
     def respond(self, requests: Sequence[Request]) -> list[Response]:
         self.prepare()

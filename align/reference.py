@@ -243,11 +243,11 @@ def load_weights(model: Any, checkpoint: str | Path) -> int:
     if not isinstance(weights, dict) or not weights:
         raise ValueError(f"checkpoint {path} holds no weights")
     if any("lora_" in k or k.startswith("base_model.") for k in weights):
-        raise ValueError(f"checkpoint {path} holds LoRA adapters; warm-start the reference policy from a full "
-                         "fine-tune run (lora: null)")
+        raise ValueError(f"checkpoint {path} holds LoRA adapters; warm-start a policy from a full fine-tune run "
+                         "(lora: null)")
     result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
-        raise ValueError(f"checkpoint {path} does not fit the reference model: unexpected {result.unexpected_keys[:3]}")
+        raise ValueError(f"checkpoint {path} does not fit the model: unexpected {result.unexpected_keys[:3]}")
     return len(weights)
 
 

@@ -51,6 +51,7 @@ class AlignConfig:
     # -- policy and data
     policy: str = "tiny"  # tiny | reference | package.module:factory (returns a PolicyAdapter)
     policy_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the policy factory
+    init_weights: str | None = None  # start from an earlier run's weights (its checkpoint/trainer.pt), any policy
     data: str = ""  # training prompts (JSONL: seed schema or benchmark format); relative to the config file
     # -- algorithm
     mode: str = "wavalign"  # wavalign | fixed | po-all | po-text | sft
@@ -237,6 +238,10 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         log(f"data: {p}")
     policy = build_policy(config, examples)
     model = policy.model
+    if config.init_weights:  # also on resume: the KL reference below is the starting model
+        from align.reference import load_weights
+
+        load_weights(model, config.init_weights)
     rank, world, local_rank = _distributed(config)
     device = torch.device(f"cuda:{local_rank}" if config.device == "cuda" and world > 1 else config.device)
     model.to(device)

@@ -161,7 +161,7 @@ class CascadeAdapter:
                                         if cfg.llm is None else {"path": cfg.llm})
         if self._voice is not None:
             settings["tts"] = self._voice.info()
-        return {"name": self.name, "settings": settings}
+        return settings
 
     # -- answering ---------------------------------------------------------------------------------------
     def respond(self, requests: Sequence[Request]) -> list[Response]:

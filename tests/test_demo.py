@@ -37,7 +37,7 @@ def test_demo_main_job_runs_offline_end_to_end(tmp_path, report):
     assert metrics["qa_accuracy"]["value"] > 0
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 40 and all((out / r["response.audio"]).is_file() for r in rows)
-    assert results["model"]["settings"] and results["scorers"]["qa"]["settings"]
+    assert results["model"]["settings"]["llm_model_id"] and results["scorers"]["qa"]["settings"]
     board = list(csv.DictReader((out.parent / "leaderboard.csv").open()))
     assert [r["model"] for r in board] == ["cascade"]
     assert float(board[0]["demo/qa_accuracy"]) == pytest.approx(metrics["qa_accuracy"]["value"])

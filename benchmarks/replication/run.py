@@ -40,6 +40,7 @@ COLUMNS = (("iq_text", "IQ text", True), ("iq_speech_all", "IQ speech", True), (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "replication")
+    parser.add_argument("--config", default="reference", help="align config (reference; tiny for a smoke run)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per mode (the budget)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -53,13 +54,15 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    warm = args.warmstart.resolve() if args.warmstart else warm_start(out / "warmstart", args.warmstart_steps)
+    warm = (args.warmstart.resolve() if args.warmstart
+            else warm_start(args.config, out / "warmstart", args.warmstart_steps))
+    model_args = policy_model_args(args.config)
     runs = {f"{mode}-s{seed}": (mode, seed) for seed in args.seeds for mode in args.modes}
     with ThreadPoolExecutor(args.jobs) as pool:
-        evals = [pool.submit(evaluate, out / "eval" / "warmstart", warm, args.limit)]
-        trained = {name: pool.submit(train, out / "train" / name, mode, seed, warm, args.steps, args.overrides)
-                   for name, (mode, seed) in runs.items()}
-        evals += [pool.submit(lambda n=name: evaluate(out / "eval" / n, trained[n].result(), args.limit))
+        evals = [pool.submit(evaluate, out / "eval" / "warmstart", warm, model_args, args.limit)]
+        trained = {name: pool.submit(train, args.config, out / "train" / name, mode, seed, warm, args.steps,
+                                     args.overrides) for name, (mode, seed) in runs.items()}
+        evals += [pool.submit(lambda n=name: evaluate(out / "eval" / n, trained[n].result(), model_args, args.limit))
                   for name in runs]
         for job in evals:
             job.result()
@@ -99,32 +102,45 @@ def finished_steps(run: Path) -> int:
     return int(rows[-1]["step"]) if rows else 0
 
 
-def warm_start(run: Path, steps: int) -> Path:
+def policy_model_args(config: str) -> list[str]:
+    """``--model-arg`` flags that rebuild the config's policy in `align.adapter.PolicyAdapter`."""
+    from align.train import load_config
+
+    cfg = load_config(config)
+    pairs = {"policy": cfg.policy, **({"data": cfg.data} if cfg.data else {}), **cfg.policy_args}
+    return [a for k, v in pairs.items() for a in ("--model-arg", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
+
+
+def warm_start(config: str, run: Path, steps: int) -> Path:
     """SFT on the training prompts' reference answers, without rollouts (the recipe in configs/reference.yaml)."""
     done = finished_steps(run)
     if done < steps:
-        cli(["align", "--config", "reference", "--mode", "sft", "--max-steps", str(steps), "--output-dir", str(run),
+        cli(["align", "--config", config, "--mode", "sft", "--max-steps", str(steps), "--output-dir", str(run),
              "--set", "sft_rollouts=false", "--set", "lr=2e-4", "--set", "warmup_steps=8",
              "--set", "prompts_per_step=8", "--set", "micro_batch_size=8", "--set", "save_every=20",
              "--set", "threads=2"] + (["--resume"] if done else []), run.with_suffix(".log"))
     return run / "checkpoint" / "trainer.pt"
 
 
-def train(run: Path, mode: str, seed: int, warm: Path, steps: int, overrides: list[str]) -> Path:
+def train(config: str, run: Path, mode: str, seed: int, warm: Path, steps: int, overrides: list[str]) -> Path:
     done = finished_steps(run)
     if done < steps:
-        sets = [f"policy_args={{checkpoint: {warm}}}", "threads=1", "save_every=5", *overrides]
-        cli(["align", "--config", "reference", "--mode", mode, "--seed", str(seed), "--max-steps", str(steps),
+        sets = ["threads=1", "save_every=5", *overrides]
+        if config == "reference":  # the reference policy loads its warm start itself; others from the weights
+            sets.insert(0, f"policy_args={{checkpoint: {warm}}}")
+        else:
+            sets.insert(0, f"init_weights={warm}")
+        cli(["align", "--config", config, "--mode", mode, "--seed", str(seed), "--max-steps", str(steps),
              "--output-dir", str(run), *[a for s in sets for a in ("--set", s)]] + (["--resume"] if done else []),
             run.with_suffix(".log"))
     return run / "checkpoint" / "trainer.pt"
 
 
-def evaluate(run: Path, checkpoint: Path, limit: int | None) -> Path:
+def evaluate(run: Path, checkpoint: Path, model_args: list[str], limit: int | None) -> Path:
     if (run / "results.json").exists() and json.loads((run / "results.json").read_text()).get("complete"):
         return run
     cli(["eval", "--benchmark", "align-heldout", "--model", "policy", "--model-arg", f"checkpoint={checkpoint}",
-         "--model-arg", "threads=1", "--model-name", run.name, "-o", str(run), "--no-progress", "--no-leaderboard",
+         *model_args, "--model-arg", "threads=1", "--model-name", run.name, "-o", str(run), "--no-progress", "--no-leaderboard",
          "--resume" if run.exists() else "--overwrite"] + (["--limit", str(limit)] if limit else []),
         run.with_suffix(".log"))
     return run

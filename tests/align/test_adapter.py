@@ -89,7 +89,7 @@ def test_policy_adapter_answers_in_both_channels_from_a_checkpoint(warm):
     # the checkpoint's weights are used: the untrained policy answers differently
     assert _policy(None).respond(requests[:1])[0].text != first[0].text
     info = adapter.info()
-    assert info["settings"]["checkpoint"].endswith("trainer.pt") and info["settings"]["temperature"] == 0.0
+    assert info["checkpoint"].endswith("trainer.pt") and info["temperature"] == 0.0
 
 
 def test_policy_adapter_hears_spoken_questions_through_the_asr_front_end(warm):
@@ -108,6 +108,7 @@ def test_eval_of_a_checkpoint_on_align_heldout(warm, tmp_path):
                       EvalConfig(limit=3), progress=False, log=lambda m: None)
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert saved["n_items"] == 3 and saved["model"]["name"] == f"tiny-{warm.name}"
+    assert saved["model"]["settings"]["policy"] == "tiny" and saved["model"]["settings"]["checkpoint"]
     iq = saved["metrics"]["iq_text"]
     assert iq["n"] + iq["n_failed"] == 3  # every item's text channel judged (None: no number to read in it)
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").open()]

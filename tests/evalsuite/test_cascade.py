@@ -30,7 +30,7 @@ def demo_request(item_id: str, with_audio: bool = True) -> Request:
 def test_config_and_protocol():
     adapter = CascadeAdapter(max_new_tokens=24, batch_size=2)
     assert isinstance(adapter, ModelAdapter) and adapter.name == "cascade"
-    settings = adapter.info()["settings"]
+    settings = adapter.info()
     assert settings["max_new_tokens"] == 24 and settings["temperature"] == 0.0
     assert settings["llm_model_id"]["sha256"] == SMOLLM2_SHA256
     for bad in ({"max_new_tokens": 0}, {"batch_size": 0}, {"temperature": -1}):
@@ -110,7 +110,7 @@ def test_demo_items_end_to_end_with_per_item_errors(adapter, report):
     again = adapter.respond([good[0]])[0]
     assert again.text == answer.text and np.array_equal(again.audio, answer.audio)
 
-    info = adapter.info()["settings"]
+    info = adapter.info()
     assert info["llm_model_id"]["sha256"] == SMOLLM2_SHA256 and info["tts"]["model_sha256"].startswith("58afce03")
     assert info["asr_model_id"].startswith("whisper-tiny.en")
     seconds = [by_id[r.id].meta["seconds"] for r in good[:2]]

@@ -63,11 +63,6 @@ class PolicyAdapter:
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        if self.policy_name == "reference":
-            from align.reference import build_reference_policy
-
-            self._policy = build_reference_policy(checkpoint=self.checkpoint, **self.policy_args)
-            return
         from align.data import read_examples
         from align.reference import load_weights
         from align.train import AlignConfig, build_policy

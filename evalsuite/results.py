@@ -125,14 +125,26 @@ def column_stats(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> dict[st
 
 
 def _mean(xs: Sequence[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
+    """None for no values, and for values whose mean is not a finite float (a column holding 1e217 or inf)."""
+    if not xs:
+        return None
+    try:
+        m = math.fsum(xs) / len(xs)
+    except (OverflowError, ValueError):  # fsum overflows on huge values, raises on inf - inf
+        return None
+    return m if math.isfinite(m) else None
 
 
 def _stderr(xs: Sequence[float]) -> float | None:
-    if len(xs) < 2:
+    """Standard error of the mean; None below 2 values or when it is not a finite float."""
+    m = _mean(xs)
+    if len(xs) < 2 or m is None:
         return None
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+    try:
+        se = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+    except OverflowError:  # e.g. a number extracted from a transcript of 200 digits
+        return None
+    return se if math.isfinite(se) else None
 
 
 def environment() -> dict[str, Any]:

@@ -360,3 +360,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_column_stats_survive_absurd_numbers():
+    """A number extracted from a transcript of 200 digits (1e217) once crashed the run at its very end."""
+    from evalsuite.results import column_stats
+
+    rows = [{"id": str(i), "judge.extracted": v, "judge.value": float(i % 2)}
+            for i, v in enumerate([1.0, 1.01e217, 2.0, float("inf"), 1e308, 1e308])]
+    stats = column_stats(rows, ["judge.extracted", "judge.value"])
+    assert stats["judge.extracted"]["mean"] is None and stats["judge.extracted"]["stderr"] is None
+    assert stats["judge.extracted"]["n_scored"] == 6
+    assert stats["judge.value"]["mean"] == 0.5 and stats["judge.value"]["stderr"] > 0
+    ok = column_stats([{"id": "a", "x.v": 1e200}, {"id": "b", "x.v": -1e200}], ["x.v"])["x.v"]
+    assert ok["mean"] == 0.0 and ok["stderr"] is None  # the squares overflow: no stderr, still no crash

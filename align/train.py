@@ -36,6 +36,7 @@ from align.objectives import (
     flatten_advantages,
     group_advantages,
     hybrid_loss,
+    kl_per_channel,
     loss_positions,
     mode_weights,
     sft_loss,
@@ -365,11 +366,16 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                 if name.startswith("loss") and isinstance(value, float) and math.isfinite(value):
                     terms_sum[name] = terms_sum.get(name, 0.0) + value
             if k < len(rl_parts):  # KL: token means per micro-batch, pooled over the batch by token counts
-                for name, n in channel_counts(rl_parts[k][1], rl_parts[k][2]).items():
-                    value = terms.get(f"kl_{name}")
-                    if isinstance(value, float) and math.isfinite(value) and n:
-                        acc = kl_sum.setdefault(name, [0.0, 0])
-                        acc[0], acc[1] = acc[0] + value * n, acc[1] + n
+                _pool_kl(kl_sum, terms, channel_counts(rl_parts[k][1], rl_parts[k][2]))
+        if config.mode == "sft" and (ref_model is not None or config.lora):
+            # no gradient flows through the rollouts in sft, but their KL to the start is still measured
+            with torch.no_grad(), autocast or _null():
+                for i in range(0, len(trajs), micro):
+                    logp, mask, channels = policy.logprobs(trajs[i:i + micro])
+                    with _reference(policy, ref_model):
+                        ref_logp = policy.logprobs(trajs[i:i + micro])[0]
+                    kl = {f"kl_{n}": v.item() for n, v in kl_per_channel(logp, ref_logp, mask, channels).items()}
+                    _pool_kl(kl_sum, kl, channel_counts(mask, channels))
         terms_sum.update({f"kl_{name}": total / n for name, (total, n) in kl_sum.items()})
         terms_sum["w_sft"], terms_sum["w_rl"] = mode_weights(config.mode, lam)
         _all_reduce_grads(params, world)  # DDP: sum the processes' gradients (each already divided by global counts)
@@ -394,6 +400,15 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     writer.close()
     _plot(out / "log.csv", out / "curves.png")
     return row
+
+
+def _pool_kl(kl_sum: dict[str, list], terms: dict[str, Any], counts: dict[str, int]) -> None:
+    """Add one micro-batch's per-channel KL means (``kl_text``...) to ``kl_sum``, weighted by its token counts."""
+    for name, n in counts.items():
+        value = terms.get(f"kl_{name}")
+        if isinstance(value, float) and math.isfinite(value) and n:
+            acc = kl_sum.setdefault(name, [0.0, 0])
+            acc[0], acc[1] = acc[0] + value * n, acc[1] + n
 
 
 def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world) -> dict[str, Any]:

@@ -108,7 +108,10 @@ def policy_model_args(config: str) -> list[str]:
 
     cfg = load_config(config)
     pairs = {"policy": cfg.policy, **({"data": cfg.data} if cfg.data else {}), **cfg.policy_args}
-    return [a for k, v in pairs.items() for a in ("--model-arg", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
+    flags = []
+    for key, value in pairs.items():
+        flags += ["--model-arg", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return flags
 
 
 def warm_start(config: str, run: Path, steps: int) -> Path:
@@ -139,10 +142,10 @@ def train(config: str, run: Path, mode: str, seed: int, warm: Path, steps: int, 
 def evaluate(run: Path, checkpoint: Path, model_args: list[str], limit: int | None) -> Path:
     if (run / "results.json").exists() and json.loads((run / "results.json").read_text()).get("complete"):
         return run
+    limit_flags = ["--limit", str(limit)] if limit else []
     cli(["eval", "--benchmark", "align-heldout", "--model", "policy", "--model-arg", f"checkpoint={checkpoint}",
-         *model_args, "--model-arg", "threads=1", "--model-name", run.name, "-o", str(run), "--no-progress", "--no-leaderboard",
-         "--resume" if run.exists() else "--overwrite"] + (["--limit", str(limit)] if limit else []),
-        run.with_suffix(".log"))
+         *model_args, "--model-arg", "threads=1", "--model-name", run.name, "-o", str(run), "--no-progress",
+         "--no-leaderboard", "--resume" if run.exists() else "--overwrite", *limit_flags], run.with_suffix(".log"))
     return run
 
 

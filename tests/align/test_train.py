@@ -52,6 +52,7 @@ def test_each_mode_trains_and_logs(tmp_path, mode):
         assert w_rl == pytest.approx(0.7) and w_sft == pytest.approx(0.3)
     else:
         assert w_rl == pytest.approx(float(last["lambda"])) and 0 <= w_rl <= 0.8
+    assert float(last["kl_text"]) >= 0 and float(last["kl_speech"]) >= 0  # measured in every mode
     assert (tmp_path / mode / "checkpoint" / "trainer.pt").is_file()
     assert (tmp_path / mode / "curves.png").stat().st_size > 1000
     saved = json.loads((tmp_path / mode / "config.json").read_text())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from align.train import load_config, train
 from evalsuite.adapters import Request, build_adapter
@@ -21,17 +19,6 @@ TRAIN = REPO / "benchmarks" / "align" / "train.jsonl"
 SPOKEN = REPO / "benchmarks" / "demo" / "items.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _log(path: Path) -> list[dict]:
-    with (path / "log.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +31,8 @@ def warm(tmp_path_factory) -> Path:
     return out
 
 
-def test_sft_without_rollouts_fits_the_reference_answers_and_generates_nothing(warm):
-    rows = _log(warm)
+def test_sft_without_rollouts_fits_the_reference_answers_and_generates_nothing(warm, train_log):
+    rows = train_log(warm)
     assert [r["step"] for r in rows] == [str(k) for k in range(1, 7)]
     assert "reward_mean" not in rows[0] and "seconds_generate" not in rows[0]  # no rollouts, no reward
     losses = [float(r["loss_sft"]) for r in rows]
@@ -54,12 +41,12 @@ def test_sft_without_rollouts_fits_the_reference_answers_and_generates_nothing(w
     assert (warm / "checkpoint" / "trainer.pt").is_file() and (warm / "curves.png").is_file()
 
 
-def test_sft_without_rollouts_resumes_exactly(tmp_path):
+def test_sft_without_rollouts_resumes_exactly(tmp_path, train_log):
     base = {"mode": "sft", "sft_rollouts": False, "max_steps": 4, "save_every": 2, "prompts_per_step": 4}
     train(load_config("tiny", {**base, "output_dir": str(tmp_path / "a")}), log=lambda m: None)
     train(load_config("tiny", {**base, "max_steps": 2, "output_dir": str(tmp_path / "b")}), log=lambda m: None)
     train(load_config("tiny", {**base, "output_dir": str(tmp_path / "b"), "resume": True}), log=lambda m: None)
-    straight, split = _log(tmp_path / "a"), _log(tmp_path / "b")
+    straight, split = train_log(tmp_path / "a"), train_log(tmp_path / "b")
     assert [float(r["loss_sft"]) for r in split] == pytest.approx([float(r["loss_sft"]) for r in straight],
                                                                   rel=1e-5)
 

@@ -70,6 +70,25 @@ def spoken_dir(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models on a busy CPU lose more to thread hand-offs than the matmuls cost (~30x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def read_log(run: Path) -> list[dict]:
+    """The rows of an align run's ``log.csv``."""
+    import csv
+
+    with (run / "log.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import read_log
 
 from align.train import load_config, train
 from evalsuite.adapters import Request, build_adapter
@@ -21,6 +22,9 @@ SPOKEN = REPO / "benchmarks" / "demo" / "items.jsonl"
 
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory) -> Path:
     """A tiny policy after a few SFT steps without rollouts (the warm-start recipe)."""
@@ -31,8 +35,8 @@ def warm(tmp_path_factory) -> Path:
     return out
 
 
-def test_sft_without_rollouts_fits_the_reference_answers_and_generates_nothing(warm, train_log):
-    rows = train_log(warm)
+def test_sft_without_rollouts_fits_the_reference_answers_and_generates_nothing(warm):
+    rows = read_log(warm)
     assert [r["step"] for r in rows] == [str(k) for k in range(1, 7)]
     assert "reward_mean" not in rows[0] and "seconds_generate" not in rows[0]  # no rollouts, no reward
     losses = [float(r["loss_sft"]) for r in rows]
@@ -41,12 +45,12 @@ def test_sft_without_rollouts_fits_the_reference_answers_and_generates_nothing(w
     assert (warm / "checkpoint" / "trainer.pt").is_file() and (warm / "curves.png").is_file()
 
 
-def test_sft_without_rollouts_resumes_exactly(tmp_path, train_log):
+def test_sft_without_rollouts_resumes_exactly(tmp_path):
     base = {"mode": "sft", "sft_rollouts": False, "max_steps": 4, "save_every": 2, "prompts_per_step": 4}
     train(load_config("tiny", {**base, "output_dir": str(tmp_path / "a")}), log=lambda m: None)
     train(load_config("tiny", {**base, "max_steps": 2, "output_dir": str(tmp_path / "b")}), log=lambda m: None)
     train(load_config("tiny", {**base, "output_dir": str(tmp_path / "b"), "resume": True}), log=lambda m: None)
-    straight, split = train_log(tmp_path / "a"), train_log(tmp_path / "b")
+    straight, split = read_log(tmp_path / "a"), read_log(tmp_path / "b")
     assert [float(r["loss_sft"]) for r in split] == pytest.approx([float(r["loss_sft"]) for r in straight],
                                                                   rel=1e-5)
 

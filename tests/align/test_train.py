@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_log
 
 from align.train import load_config, train
 
@@ -20,11 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.mark.parametrize("mode", ["wavalign", "fixed", "po-all", "po-text", "sft"])
-def test_each_mode_trains_and_logs(tmp_path, mode, train_log):
+def test_each_mode_trains_and_logs(tmp_path, mode):
     cfg = load_config("tiny", {"mode": mode, "max_steps": 2, "output_dir": str(tmp_path / mode)})
     train(cfg, log=lambda m: None)
-    rows = train_log(tmp_path / mode)
+    rows = read_log(tmp_path / mode)
     assert [r["step"] for r in rows] == ["1", "2"]
     for col in ("reward_mean", "reward_std", "frac_zero_var", "lambda", "lambda_raw", "loss", "kl_text",
                 "kl_speech", "len_text", "len_speech", "reward.answer_mean", "reward.lively_mean", "seconds"):
@@ -47,19 +51,19 @@ def test_each_mode_trains_and_logs(tmp_path, mode, train_log):
     assert saved["mode"] == mode and saved["group_size"] == 4
 
 
-def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path, train_log):
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tmp_path):
     base = {"max_steps": 4, "save_every": 2, "mode": "wavalign"}
     train(load_config("tiny", {**base, "output_dir": str(tmp_path / "straight")}), log=lambda m: None)
     train(load_config("tiny", {**base, "max_steps": 2, "output_dir": str(tmp_path / "split")}), log=lambda m: None)
     train(load_config("tiny", {**base, "output_dir": str(tmp_path / "split"), "resume": True}), log=lambda m: None)
-    straight, split = train_log(tmp_path / "straight"), train_log(tmp_path / "split")
+    straight, split = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
     assert [r["step"] for r in split] == ["1", "2", "3", "4"]
     for a, b in zip(straight, split):
         for key in ("loss", "loss_sft", "loss_grpo", "reward_mean", "lambda", "grad_norm", "len_speech"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5, abs=1e-7), (a["step"], key)
 
 
-def test_bad_rows_are_reported_and_skipped(tmp_path, train_log):
+def test_bad_rows_are_reported_and_skipped(tmp_path):
     data = tmp_path / "data.jsonl"
     rows = [{"messages": [{"role": "user", "content": "What is 2 plus 2?"}], "sft_target_text": "Four."},
             {"messages": [{"role": "user", "content": "<audio>"}], "audios": ["missing.wav"],
@@ -75,7 +79,7 @@ def test_bad_rows_are_reported_and_skipped(tmp_path, train_log):
     assert any("line 2: missing audio missing.wav" in m for m in problems)
     assert any("line 3: empty target" in m for m in problems)
     assert any("line 5" in m for m in problems)
-    assert len(problems) == 3 and len(train_log(tmp_path / "run")) == 1
+    assert len(problems) == 3 and len(read_log(tmp_path / "run")) == 1
 
 
 def test_config_errors_are_clear(tmp_path):
@@ -89,7 +93,7 @@ def test_config_errors_are_clear(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_kill_and_resume_matches_an_uninterrupted_run(tmp_path, train_log):
+def test_cli_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     common = [sys.executable, "-m", "cli", "align", "--config", "tiny", "--max-steps", "5", "--set", "save_every=1"]
     straight = subprocess.run(common + ["--output-dir", str(tmp_path / "straight")], cwd=REPO, env=env,
@@ -109,13 +113,13 @@ def test_cli_kill_and_resume_matches_an_uninterrupted_run(tmp_path, train_log):
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step" in resumed.stderr
-    a, b = train_log(tmp_path / "straight"), train_log(out)
+    a, b = read_log(tmp_path / "straight"), read_log(out)
     assert [r["step"] for r in b] == ["1", "2", "3", "4", "5"]
     for x, y in zip(a, b):
         assert float(x["loss"]) == pytest.approx(float(y["loss"]), rel=1e-5, abs=1e-7), x["step"]
 
 
-def test_lora_trains_only_adapters_and_resumes(tmp_path, train_log):
+def test_lora_trains_only_adapters_and_resumes(tmp_path):
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
     out = tmp_path / "lora"
     train(load_config("tiny", {"max_steps": 2, "output_dir": str(out), "lora": lora}), log=lambda m: None)
@@ -123,11 +127,11 @@ def test_lora_trains_only_adapters_and_resumes(tmp_path, train_log):
     assert state["weights"] and all("lora_" in name for name in state["weights"])
     row = train(load_config("tiny", {"max_steps": 3, "output_dir": str(out), "lora": lora, "resume": True}),
                 log=lambda m: None)
-    assert row["step"] == 3 and float(train_log(out)[0]["kl_text"]) >= 0  # KL against the adapters-off model
+    assert row["step"] == 3 and float(read_log(out)[0]["kl_text"]) >= 0  # KL against the adapters-off model
 
 
 @pytest.mark.slow
-def test_two_processes_under_accelerate_launch(tmp_path, train_log):
+def test_two_processes_under_accelerate_launch(tmp_path):
     """DDP with the same script: each process its own prompts, gradients summed, one λ, rank 0 logs and saves."""
     out = tmp_path / "ddp"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -137,7 +141,7 @@ def test_two_processes_under_accelerate_launch(tmp_path, train_log):
     done = subprocess.run(launch, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = train_log(out)
+    rows = read_log(out)
     assert [r["step"] for r in rows] == ["1", "2"]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     # λ and the gates come from all 2 x 2 groups: the same λ on every process, so only one log
@@ -187,7 +191,7 @@ def test_the_reward_judges_against_the_short_answer():
     assert rewards == [[0.0, 1.0]] and {s.reference for s in seen} == {"12"}
 
 
-def test_micro_batches_change_nothing_that_is_logged(tmp_path, train_log):
+def test_micro_batches_change_nothing_that_is_logged(tmp_path):
     """The same step in one micro-batch or several: same losses, weights and KL per channel (pooled by token
     counts, not summed over micro-batches)."""
     base = {"mode": "wavalign", "max_steps": 3, "prompts_per_step": 3, "lr": 3e-3}
@@ -195,8 +199,8 @@ def test_micro_batches_change_nothing_that_is_logged(tmp_path, train_log):
           log=lambda m: None)
     train(load_config("tiny", {**base, "micro_batch_size": 5, "output_dir": str(tmp_path / "many")}),
           log=lambda m: None)
-    for a, b in zip(train_log(tmp_path / "one"), train_log(tmp_path / "many")):
+    for a, b in zip(read_log(tmp_path / "one"), read_log(tmp_path / "many")):
         assert float(b["w_rl"]) == pytest.approx(float(b["lambda"])) and float(b["w_sft"]) + float(b["w_rl"]) == 1
         for key in ("loss", "loss_sft", "loss_grpo", "w_rl", "w_sft", "kl_text", "kl_speech", "kl_all"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), (a["step"], key)
-    assert float(train_log(tmp_path / "many")[-1]["kl_speech"]) > 0  # the policy moved: KL measured, not 0
+    assert float(read_log(tmp_path / "many")[-1]["kl_speech"]) > 0  # the policy moved: KL measured, not 0

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.adapters import Request, Response
-from rewards.audio import AudioError, at_rate, to_mono, validate
+from evalsuite.adapters import Request, Response, request_audio
+from rewards.audio import AudioError
 from rewards.base import one_line
 
 _ASR_RATE = 16_000
@@ -106,7 +106,7 @@ class PolicyAdapter:
                     raise ValueError("the request has neither audio nor text")
                 response.meta["question_source"] = "text"
                 return self._policy.build_prompt(messages + [{"role": "user", "content": request.text.strip()}])
-            audio = self._question_audio(request)
+            audio = request_audio(request, _ASR_RATE)
             if self.hear == "audio":
                 response.meta["question_source"] = "audio"
                 return self._policy.build_prompt(messages + [{"role": "user", "content": "<audio>"}],
@@ -119,13 +119,6 @@ class PolicyAdapter:
         except (AudioError, ValueError) as e:
             response.error = f"question: {one_line(e)}"
             return None
-
-    def _question_audio(self, request: Request) -> np.ndarray:
-        if not request.sample_rate:
-            raise AudioError("unreadable", f"invalid sample rate {request.sample_rate!r}")
-        audio = at_rate(to_mono(request.audio), request.sample_rate, _ASR_RATE)
-        validate(audio, _ASR_RATE)
-        return audio
 
     def _transcribe(self, audio: np.ndarray) -> str:
         if self._asr is None:

@@ -65,6 +65,17 @@ class ModelAdapter(Protocol):
     def info(self) -> dict[str, Any]: ...  # settings recorded in results.json (model ids, decoding, seeds)
 
 
+def request_audio(request: Request, sample_rate: int) -> np.ndarray:
+    """The request's spoken question as validated mono float32 at ``sample_rate`` (`AudioError` when unusable)."""
+    from rewards.audio import AudioError, at_rate, to_mono, validate
+
+    if not request.sample_rate:
+        raise AudioError("unreadable", f"invalid sample rate {request.sample_rate!r}")
+    audio = at_rate(to_mono(request.audio), request.sample_rate, sample_rate)
+    validate(audio, sample_rate)
+    return audio
+
+
 class AdapterError(ValueError):
     """A model spec that cannot be used (unknown name, missing folder, a class that does not fit the protocol)."""
 

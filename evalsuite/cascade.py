@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.adapters import Request, Response
-from rewards.audio import AudioError, at_rate, to_mono, validate
+from evalsuite.adapters import Request, Response, request_audio
+from rewards.audio import AudioError
 from rewards.base import one_line
 from rewards.models import ModelUnavailableError, package_dir, verified_file
 
@@ -186,10 +186,7 @@ class CascadeAdapter:
                     it.response.error = "the request has neither audio nor text"
                 continue
             try:
-                if not request.sample_rate:
-                    raise AudioError("unreadable", f"invalid sample rate {request.sample_rate!r}")
-                audio = at_rate(to_mono(request.audio), request.sample_rate, _ASR_RATE)
-                validate(audio, _ASR_RATE)
+                audio = request_audio(request, _ASR_RATE)
             except (AudioError, ValueError) as e:
                 it.response.error = f"question audio: {one_line(e)}"
                 continue

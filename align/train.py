@@ -332,7 +332,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
 
         # 4. hybrid loss over micro-batches, normalised by the whole batch's token counts; backward; step
         trajs = [t for g in groups for t in g]
-        targets = [policy.sft_target(p, e.target_text, _target_speech(policy, e)) for p, e in zip(prompts, batch)]
+        targets = _sft_targets(policy, prompts, batch)
         adv_flat = flatten_advantages(adv, device=device)
         model.train()
         optimizer.zero_grad(set_to_none=True)
@@ -378,10 +378,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                     _pool_kl(kl_sum, kl, channel_counts(mask, channels))
         terms_sum.update({f"kl_{name}": total / n for name, (total, n) in kl_sum.items()})
         terms_sum["w_sft"], terms_sum["w_rl"] = mode_weights(config.mode, lam)
-        _all_reduce_grads(params, world)  # DDP: sum the processes' gradients (each already divided by global counts)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
-        optimizer.step()
-        scheduler.step()
+        grad_norm = _optimizer_step(config, params, optimizer, scheduler, world)
 
         # 5. log one row per step
         row = _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms_sum, trajs, grad_norm,
@@ -402,6 +399,20 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     return row
 
 
+def _sft_targets(policy, prompts, batch):
+    """The reference answers of a step's prompts, laid out as the policy's SFT targets."""
+    return [policy.sft_target(p, e.target_text, _target_speech(policy, e)) for p, e in zip(prompts, batch)]
+
+
+def _optimizer_step(config: AlignConfig, params, optimizer, scheduler, world: int) -> float:
+    """Sum the processes' gradients (DDP; each already divided by global counts), clip, step; the grad norm."""
+    _all_reduce_grads(params, world)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
+    optimizer.step()
+    scheduler.step()
+    return grad_norm
+
+
 def _pool_kl(kl_sum: dict[str, list], terms: dict[str, Any], counts: dict[str, int]) -> None:
     """Add one micro-batch's per-channel KL means (``kl_text``...) to ``kl_sum``, weighted by its token counts."""
     for name, n in counts.items():
@@ -413,7 +424,7 @@ def _pool_kl(kl_sum: dict[str, list], terms: dict[str, Any], counts: dict[str, i
 
 def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world) -> dict[str, Any]:
     """One optimizer step on the reference answers alone (mode sft without rollouts): no generation, no reward."""
-    targets = [policy.sft_target(p, e.target_text, _target_speech(policy, e)) for p, e in zip(prompts, batch)]
+    targets = _sft_targets(policy, prompts, batch)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with autocast or _null():
@@ -424,10 +435,7 @@ def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompt
         loss, _ = sft_loss(logp, mask, normalizer=normalizer)
         loss.backward()
         loss_sum += float(loss.detach())
-    _all_reduce_grads(params, world)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip)) if config.grad_clip else 0.0
-    optimizer.step()
-    scheduler.step()
+    grad_norm = _optimizer_step(config, params, optimizer, scheduler, world)
     return {"loss": loss_sum, "loss_sft": loss_sum, "w_sft": 1.0, "w_rl": 0.0,
             "len_target": float(np.mean([len(t.completion_ids) for t in targets])), "grad_norm": grad_norm,
             "lr": scheduler.get_last_lr()[0]}

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.adapters import Request, Response, request_audio
+from align.policy import SPEECH
+from evalsuite.adapters import Request, Response, Turn, request_audio
 from rewards.audio import AudioError
 from rewards.base import one_line
 
@@ -30,7 +31,7 @@ class PolicyAdapter:
 
     def __init__(self, policy: str = "reference", checkpoint: str | None = None, *, name: str | None = None,
                  temperature: float = 0.0, top_p: float = 0.9, max_new_tokens: int = 96, seed: int = 0,
-                 batch_size: int = 8, threads: int = 0, hear: str = "asr", system_prompt: bool = False,
+                 batch_size: int = 8, threads: int = 0, hear: str | None = None, system_prompt: bool = False,
                  data: str | None = None, **policy_args: Any):
         """
         Args:
@@ -38,12 +39,14 @@ class PolicyAdapter:
             checkpoint: an align run's ``checkpoint/trainer.pt`` (its weights are loaded; None: the untrained policy).
             name: the model's name in results and leaderboards (default: the policy and checkpoint folder).
             temperature: 0 = greedy (the default: one reproducible answer per item).
+            hear: how a spoken question reaches the policy: ``audio`` (policies that hear audio) or ``asr`` (the
+                transcript of the packaged whisper tiny.en); None: ``audio`` when the policy hears audio, else ``asr``.
             system_prompt: pass the benchmark's system prompt to the policy (False: the user turn only, as the
                 align training prompts are built).
             data: the training prompts, for a policy built from its data (``tiny`` builds its vocabulary from them).
             policy_args: more keyword arguments of the policy factory (e.g. ``text_chunk``).
         """
-        if hear not in HEAR:
+        if hear is not None and hear not in HEAR:
             raise ValueError(f"hear must be one of {HEAR}, got {hear!r}")
         self.policy_name, self.checkpoint = policy, checkpoint
         self.policy_args = policy_args
@@ -64,13 +67,15 @@ class PolicyAdapter:
         if self.threads:
             torch.set_num_threads(self.threads)
         from align.data import read_examples
-        from align.reference import load_weights
+        from align.policy import load_weights
         from align.train import AlignConfig, build_policy
 
         examples = read_examples(self.data)[0] if self.data else []
         self._policy = build_policy(AlignConfig(policy=self.policy_name, policy_args=self.policy_args), examples)
         if self.checkpoint:
             load_weights(self._policy.model, self.checkpoint)
+        if self.hear is None:
+            self.hear = "audio" if getattr(self._policy, "hears_audio", False) else "asr"
 
     def info(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"policy": self.policy_name, "checkpoint": self.checkpoint,
@@ -96,29 +101,48 @@ class PolicyAdapter:
         return responses
 
     # -- one request --------------------------------------------------------------------------------------
-    def _prompt(self, request: Request, response: Response) -> list[int] | None:
+    def _prompt(self, request: Request, response: Response) -> Any:
+        """The policy's prompt of a request: its earlier turns, then the question (None and an error when unusable).
+
+        A spoken user turn goes in as audio when the policy hears audio (``hear="audio"``), else as the ASR
+        front-end's transcript; an assistant turn as its text, else the transcript of its audio.
+        """
         messages: list[dict[str, Any]] = []
+        audios: list[tuple[np.ndarray, int]] = []
         if self.use_system_prompt and request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
+        current = Turn("user", request.text, request.audio, request.sample_rate) if (
+            request.audio is not None or request.text is not None) else None
         try:
-            if request.audio is None:
-                if not (request.text and request.text.strip()):
-                    raise ValueError("the request has neither audio nor text")
-                response.meta["question_source"] = "text"
-                return self._policy.build_prompt(messages + [{"role": "user", "content": request.text.strip()}])
-            audio = request_audio(request, _ASR_RATE)
-            if self.hear == "audio":
-                response.meta["question_source"] = "audio"
-                return self._policy.build_prompt(messages + [{"role": "user", "content": "<audio>"}],
-                                                 [(audio, _ASR_RATE)])
-            transcript = self._transcribe(audio)
-            response.meta.update(transcript=transcript, question_source="asr")
-            if not transcript.strip():
-                raise ValueError("the ASR front-end heard no words in the question audio")
-            return self._policy.build_prompt(messages + [{"role": "user", "content": transcript.strip()}])
+            if current is None or (request.audio is None and not (request.text or "").strip()):
+                raise ValueError("the request has neither audio nor text")
+            for k, turn in enumerate((*request.history, current)):
+                last = k == len(request.history)
+                content, source = self._turn_content(turn, audios)
+                if last:
+                    response.meta["question_source"] = source
+                    if source == "asr":
+                        response.meta["transcript"] = content
+                if not content.strip():
+                    where = "question" if last else f"turn {k + 1}"
+                    raise ValueError(f"the ASR front-end heard no words in the {where} audio")
+                messages.append({"role": turn.role, "content": content.strip() if source != "audio" else content})
+            if request.history:
+                response.meta["history_turns"] = len(request.history)
+            return self._policy.build_prompt(messages, audios) if audios else self._policy.build_prompt(messages)
         except (AudioError, ValueError) as e:
             response.error = f"question: {one_line(e)}"
             return None
+
+    def _turn_content(self, turn: Turn, audios: list) -> tuple[str, str]:
+        """(message content, how it was made: text | audio | asr) of one turn; audio turns append to ``audios``."""
+        if turn.audio is None or (turn.role == "assistant" and (turn.text or "").strip()):
+            return turn.text or "", "text"
+        audio = request_audio(turn, _ASR_RATE)
+        if turn.role == "user" and self.hear == "audio":
+            audios.append((audio, _ASR_RATE))
+            return "<audio>", "audio"
+        return self._transcribe(audio), "asr"
 
     def _transcribe(self, audio: np.ndarray) -> str:
         if self._asr is None:
@@ -131,9 +155,9 @@ class PolicyAdapter:
     def _answer(self, traj: Any, response: Response, seconds: float) -> None:
         response.text = traj.text.strip()
         response.meta["seconds"]["generate"] = round(seconds, 4)
-        response.meta.update(finished=bool(traj.finished), speech_tokens=len(traj.speech_tokens),
+        response.meta.update(finished=bool(traj.finished), speech_tokens=traj.count(SPEECH),
                              completion_tokens=len(traj.completion_ids))
-        if not traj.speech_tokens:
+        if not traj.count(SPEECH):
             return  # a text-only answer: scorers that listen record that there is no audio
         try:
             audio, rate = self._policy.decode_speech(traj.speech_tokens)

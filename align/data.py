@@ -2,9 +2,13 @@
 
 Seed schema (one JSON object per line)::
 
-    {"messages": [{"role": "user", "content": "<audio>"}], "audios": ["q1.wav"],
+    {"messages": [{"role": "user", "content": "<|audio|>"}], "audios": ["q1.wav"],
      "question_text": "what is two plus two", "sft_target_text": "Two plus two is four.",
      "sft_target_audio": "a1.wav"}
+
+A spoken turn is a ``<|audio|>`` placeholder (the seed's; ``<audio>`` works too) in a message's text, taking the
+next file of ``audios``. It reaches a policy that hears audio as audio; for a text-input policy the loop puts the
+row's ``question_text`` in its place, and skips (and reports) a spoken row without one.
 
 Benchmark format (`wavalign eval` items): ``{"id", "prompt", "reference", "audio", "style"}``; the prompt becomes
 the user turn and the reference the SFT target.
@@ -21,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.inputs import jsonl_lines
+
+
+AUDIO = "<audio>"  # a spoken turn's placeholder in messages (as `align.interleaved.AUDIO_PLACEHOLDER`)
+SEED_AUDIO = "<|audio|>"  # the seed's spelling, read as AUDIO
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,8 @@ class Example:
             return self.messages
         out = [dict(m) for m in self.messages]
         for m in out:
-            if isinstance(m.get("content"), str) and "<audio>" in m["content"]:
-                m["content"] = m["content"].replace("<audio>", self.question_text or "").strip()
+            if isinstance(m.get("content"), str) and AUDIO in m["content"]:
+                m["content"] = m["content"].replace(AUDIO, self.question_text or "").strip()
         return out
 
 
@@ -56,8 +64,10 @@ def _row_to_example(row: dict[str, Any], line: int, base: Path) -> tuple[Example
     item_id = str(row.get("id") or f"line{line}")
     if "messages" in row:
         messages = row["messages"]
-        if not isinstance(messages, list) or not messages:
-            return None, "messages must be a non-empty list"
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            return None, "messages must be a non-empty list of {role, content} objects"
+        messages = [{**m, "content": m["content"].replace(SEED_AUDIO, AUDIO)} if isinstance(m.get("content"), str)
+                    else m for m in messages]
         target = row.get("sft_target_text")
         audios = [str(a) for a in row.get("audios") or []]
         question = row.get("question_text")
@@ -78,7 +88,7 @@ def _row_to_example(row: dict[str, Any], line: int, base: Path) -> tuple[Example
         if not path.is_file():
             return None, f"missing audio {a}"
         resolved.append(str(path))
-    n_placeholders = sum(str(m.get("content", "")).count("<audio>") for m in messages)
+    n_placeholders = sum(str(m.get("content", "")).count(AUDIO) for m in messages)
     if n_placeholders != len(resolved):
         return None, f"{n_placeholders} <audio> placeholders but {len(resolved)} audios"
     if target_audio:

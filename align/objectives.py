@@ -329,14 +329,29 @@ def grpo_loss(
 
 
 def sft_loss(
-    logp: torch.Tensor, mask: torch.Tensor, *, loss_type: str = "token", normalizer: float | None = None
+    logp: torch.Tensor, mask: torch.Tensor, *, loss_type: str = "token", normalizer: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Negative log-likelihood of the reference answer over all its real positions (text and speech).
 
     Token mean by default (the design; the paper averages per sequence, ``loss_type="sequence"``); returns
-    (loss, count it was divided by) like `grpo_loss`.
+    (loss, count it was divided by) like `grpo_loss`. ``weights`` [B, T] weighs positions (e.g. per-codebook weights
+    of a parallel-stream model); the token mean is then divided by the summed weights (pass that as ``normalizer``
+    when accumulating micro-batches, see `sft_weight_total`).
     """
-    return _reduce(-logp, mask.bool(), loss_type, normalizer)
+    if weights is None:
+        return _reduce(-logp, mask.bool(), loss_type, normalizer)
+    if loss_type != "token":
+        raise ValueError("per-position SFT weights need loss_type='token'")
+    positions = mask.bool()
+    total = torch.where(positions, -logp * weights.to(logp.dtype), torch.zeros_like(logp)).sum()
+    denominator = float(normalizer) if normalizer is not None else max(float(weights[positions].sum()), 1e-12)
+    return total / denominator, int(positions.sum())
+
+
+def sft_weight_total(mask: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+    """What `sft_loss` divides one batch by: its token count, or its summed weights."""
+    return float(mask.sum()) if weights is None else float(weights[mask.bool()].sum())
 
 
 def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -404,6 +419,7 @@ def hybrid_loss(
     channels: torch.Tensor | None = None,
     sft_logp: torch.Tensor | None = None,
     sft_mask: torch.Tensor | None = None,
+    sft_weights: torch.Tensor | None = None,
     ref_logp: torch.Tensor | None = None,
     beta_text: float = 0.0,
     beta_speech: float = 0.0,
@@ -426,7 +442,7 @@ def hybrid_loss(
 
     ``wavalign`` and ``fixed`` compute the same thing: they differ in where λ comes from (`LambdaController`
     vs the config). The rollouts are ``logp``/``old_logp``/``adv``/``mask``/``channels`` (see `grpo_loss`); the
-    reference answers are ``sft_logp``/``sft_mask`` (see `sft_loss`).
+    reference answers are ``sft_logp``/``sft_mask`` and optional ``sft_weights`` (see `sft_loss`).
 
     KL: no penalty by default (the paper's ``beta = 0``). With ``ref_logp`` and ``beta_text``/``beta_speech``, a
     k3 penalty β_c · mean_c(KL) is added per channel on that channel's own positions, independently of which
@@ -475,7 +491,8 @@ def hybrid_loss(
     if mode in ("wavalign", "fixed", "sft"):
         if sft_logp is None or sft_mask is None:
             raise ValueError(f"mode {mode!r} needs the reference answers: sft_logp and sft_mask")
-        sft, n_sft = sft_loss(sft_logp, sft_mask, loss_type=loss_type, normalizer=sft_normalizer)
+        sft, n_sft = sft_loss(sft_logp, sft_mask, loss_type=loss_type, normalizer=sft_normalizer,
+                              weights=sft_weights)
         terms["loss_sft"], terms["n_sft"] = sft.item(), n_sft
         total = w_sft * sft if total is None else total + w_sft * sft
     else:

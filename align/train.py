@@ -40,7 +40,9 @@ from align.objectives import (
     loss_positions,
     mode_weights,
     sft_loss,
+    sft_weight_total,
 )
+from align.policy import SPEECH, TEXT
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -138,20 +140,38 @@ def load_config(name_or_path: str | None, overrides: dict[str, Any] | None = Non
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# Policy families' factories by name (a config's ``policy``); any other ``package.module:factory`` works too.
+# A factory takes the config's ``policy_args``; one with a ``corpus`` parameter also gets the training texts.
+POLICIES = {
+    "tiny": "align.interleaved.tiny:build_tiny_policy",
+    "reference": "align.interleaved.reference:build_reference_policy",
+    "interleaved": "align.interleaved.native:build_native_policy",  # a checkpoint that has speech tokens
+    "tiny-interleaved-native": "align.interleaved.native:build_tiny_native_policy",
+    "omni": "align.omni:build_omni_policy",  # Qwen2.5-Omni thinker-talker
+    "tiny-omni": "align.omni:build_tiny_omni_policy",
+    "moshi": "align.moshi:build_moshi_policy",  # parallel text + audio codebook streams
+    "tiny-moshi": "align.moshi:build_tiny_moshi_policy",
+}
+
+
 def build_policy(config: AlignConfig, examples: list[Example]):
-    if config.policy == "tiny":
-        from align.tiny import build_tiny_policy
-
-        corpus = [m["content"] for e in examples for m in e.text_messages()] + [e.target_text for e in examples]
-        return build_tiny_policy(corpus, seed=config.seed, **config.policy_args)
-    if config.policy == "reference":
-        from align.reference import build_reference_policy
-
-        return build_reference_policy(**config.policy_args)
     import importlib
+    import inspect
 
-    module, _, name = config.policy.partition(":")
-    return getattr(importlib.import_module(module), name)(**config.policy_args)
+    target = POLICIES.get(config.policy, config.policy)
+    module, _, name = target.partition(":")
+    if not name:
+        raise ValueError(f"unknown policy {config.policy!r} (built in: {', '.join(POLICIES)}; or "
+                         "'package.module:factory')")
+    factory = getattr(importlib.import_module(module), name)
+    kwargs = dict(config.policy_args)
+    params = inspect.signature(factory).parameters
+    if "corpus" in params:
+        kwargs["corpus"] = [m["content"] for e in examples for m in e.text_messages()] + [e.target_text
+                                                                                          for e in examples]
+    if "seed" in params and "seed" not in kwargs:
+        kwargs["seed"] = config.seed
+    return factory(**kwargs)
 
 
 def build_reward(config: AlignConfig):
@@ -196,7 +216,7 @@ def score_rollouts(reward, policy, example_groups, trajs_groups, step: int):
     for example, trajs in zip(example_groups, trajs_groups):
         for k, traj in enumerate(trajs):
             audio, rate = None, None
-            if traj.speech_tokens and needs_audio:
+            if traj.count(SPEECH) and needs_audio:
                 audio, rate = policy.decode_speech(traj.speech_tokens)
                 if audio is None or len(audio) == 0:
                     audio, rate = None, None
@@ -212,6 +232,15 @@ def score_rollouts(reward, policy, example_groups, trajs_groups, step: int):
 def _batched_logprobs(policy, trajs, micro: int):
     """Per micro-batch (logp, mask, channels): the forward passes that the loss backpropagates through."""
     return [policy.logprobs(trajs[i:i + micro]) for i in range(0, len(trajs), micro)]
+
+
+def _batched_sft(policy, targets, micro: int):
+    """Per micro-batch of reference answers (logp, mask, SFT weights or None)."""
+    parts = []
+    for i in range(0, len(targets), micro):
+        logp, mask, _ = policy.logprobs(targets[i:i + micro])
+        parts.append((logp, mask, _sft_weights(targets[i:i + micro], mask)))
+    return parts
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,9 +267,10 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     for p in problems:
         log(f"data: {p}")
     policy = build_policy(config, examples)
+    examples = _usable(policy, examples, log)
     model = policy.model
     if config.init_weights:  # also on resume: the KL reference below is the starting model
-        from align.reference import load_weights
+        from align.policy import load_weights
 
         load_weights(model, config.init_weights)
     rank, world, local_rank = _distributed(config)
@@ -288,6 +318,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                                                     default=str) + "\n")
     writer = _LogWriter(out / "log.csv") if rank == 0 else None
     row: dict[str, Any] = {}
+    target_cache: dict[str, Any] = {}  # example id -> its SFT target
 
     while step < config.max_steps:
         step += 1
@@ -295,10 +326,11 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         # 1. sample prompts and G rollouts each (seeded per step: resume draws the same rollouts)
         # (with N processes the step takes N × prompts_per_step prompts; each process its own slice)
         batch = [examples[i] for i in cursor.take(config.prompts_per_step * world)[rank::world]]
-        prompts = [policy.build_prompt(e.text_messages()) for e in batch]
+        prompts = [_prompt(policy, e) for e in batch]
         if config.mode == "sft" and not config.sft_rollouts:  # the warm start: reference answers only
             row = {"step": step, "mode": config.mode,
-                   **_sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world),
+                   **_sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world,
+                              target_cache),
                    "seconds": time.perf_counter() - t0}
             if writer is not None:
                 writer.write(row)
@@ -332,18 +364,18 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
 
         # 4. hybrid loss over micro-batches, normalised by the whole batch's token counts; backward; step
         trajs = [t for g in groups for t in g]
-        targets = _sft_targets(policy, prompts, batch)
+        targets = _sft_targets(policy, prompts, batch, target_cache)
         adv_flat = flatten_advantages(adv, device=device)
         model.train()
         optimizer.zero_grad(set_to_none=True)
         micro = config.micro_batch_size
         with autocast or _null():
             rl_parts = _batched_logprobs(policy, trajs, micro) if config.mode != "sft" else []
-            sft_parts = _batched_logprobs(policy, targets, micro) if config.mode not in ("po-all", "po-text") else []
+            sft_parts = _batched_sft(policy, targets, micro) if config.mode not in ("po-all", "po-text") else []
         rl_channels = ("text", "speech") if config.mode == "po-all" else ("text",)
         rl_total = sum(int(loss_positions(m, c, rl_channels, adv_flat[i * micro:i * micro + m.shape[0]]).sum())
                        for i, (_, m, c) in enumerate(rl_parts)) or 1
-        sft_total = sum(int(m.sum()) for _, m, _ in sft_parts) or 1
+        sft_total = sum(sft_weight_total(m, w) for _, m, w in sft_parts) or 1
         rl_total, sft_total = _sum_over_processes([rl_total, sft_total], world)  # normalise by global counts
         terms_sum: dict[str, float] = {}
         kl_sum: dict[str, list] = {}
@@ -358,7 +390,8 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                 kwargs.update(logp=logp, old_logp=None, adv=adv_flat[k * micro:k * micro + logp.shape[0]],
                               mask=mask, channels=channels, ref_logp=ref_logp, rl_normalizer=rl_total)
             if k < len(sft_parts):
-                kwargs.update(sft_logp=sft_parts[k][0], sft_mask=sft_parts[k][1], sft_normalizer=sft_total)
+                kwargs.update(sft_logp=sft_parts[k][0], sft_mask=sft_parts[k][1], sft_weights=sft_parts[k][2],
+                              sft_normalizer=sft_total)
             loss, terms = _loss_part(config, lam, kwargs)
             if loss.requires_grad:
                 loss.backward()
@@ -399,9 +432,51 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     return row
 
 
-def _sft_targets(policy, prompts, batch):
-    """The reference answers of a step's prompts, laid out as the policy's SFT targets."""
-    return [policy.sft_target(p, e.target_text, _target_speech(policy, e)) for p, e in zip(prompts, batch)]
+def _usable(policy, examples: list[Example], log) -> list[Example]:
+    """The examples this policy can be prompted with: a spoken turn needs a policy that hears audio, or the row's
+    ``question_text`` (reported and skipped otherwise, never replaced by an empty question)."""
+    if getattr(policy, "hears_audio", False):
+        return examples
+    keep = [e for e in examples if not e.audios or (e.question_text or "").strip()]
+    for e in examples:
+        if e.audios and not (e.question_text or "").strip():
+            log(f"data: {e.id}: a spoken user turn without question_text, and policy {policy.family} does not "
+                "hear audio; skipped")
+    if not keep:
+        raise ValueError("no training row can reach this policy (spoken turns need question_text)")
+    return keep
+
+
+def _prompt(policy, example: Example):
+    """The policy's prompt of an example: its spoken turns as audio when the policy hears audio, else as text."""
+    if getattr(policy, "hears_audio", False):
+        return policy.build_prompt(example.messages, example.audios)
+    return policy.build_prompt(example.text_messages())
+
+
+def _sft_targets(policy, prompts, batch, cache: dict | None = None):
+    """The reference answers of a step's prompts, laid out as the policy's SFT targets (cached per example: the
+    layout is deterministic, and encoding the reference speech can be a codec's forward pass)."""
+    out = []
+    for p, e in zip(prompts, batch):
+        target = cache.get(e.id) if cache is not None else None
+        if target is None:
+            target = policy.sft_target(p, e.target_text, audio=e.target_audio)
+            if cache is not None:
+                cache[e.id] = target
+        out.append(target)
+    return out
+
+
+def _sft_weights(trajs, mask: torch.Tensor) -> torch.Tensor | None:
+    """[B, T] SFT weights of a micro-batch laid out like ``mask`` (None when no trajectory weighs its positions)."""
+    if all(t.weights is None for t in trajs):
+        return None
+    weights = torch.zeros(mask.shape, dtype=torch.float32)
+    for i, t in enumerate(trajs):
+        n = len(t.completion_ids)
+        weights[i, :n] = torch.tensor(t.weights, dtype=torch.float32) if t.weights is not None else 1.0
+    return weights.to(mask.device)
 
 
 def _optimizer_step(config: AlignConfig, params, optimizer, scheduler, world: int) -> float:
@@ -422,17 +497,18 @@ def _pool_kl(kl_sum: dict[str, list], terms: dict[str, Any], counts: dict[str, i
             acc[0], acc[1] = acc[0] + value * n, acc[1] + n
 
 
-def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world) -> dict[str, Any]:
+def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world,
+              target_cache) -> dict[str, Any]:
     """One optimizer step on the reference answers alone (mode sft without rollouts): no generation, no reward."""
-    targets = _sft_targets(policy, prompts, batch)
+    targets = _sft_targets(policy, prompts, batch, target_cache)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with autocast or _null():
-        parts = _batched_logprobs(policy, targets, config.micro_batch_size)
-    (normalizer,) = _sum_over_processes([sum(int(m.sum()) for _, m, _ in parts) or 1], world)
+        parts = _batched_sft(policy, targets, config.micro_batch_size)
+    (normalizer,) = _sum_over_processes([sum(sft_weight_total(m, w) for _, m, w in parts) or 1], world)
     loss_sum = 0.0
-    for logp, mask, _ in parts:
-        loss, _ = sft_loss(logp, mask, normalizer=normalizer)
+    for logp, mask, weights in parts:
+        loss, _ = sft_loss(logp, mask, normalizer=normalizer, weights=weights)
         loss.backward()
         loss_sum += float(loss.detach())
     grad_norm = _optimizer_step(config, params, optimizer, scheduler, world)
@@ -463,14 +539,14 @@ def _gather(groups: list, world: int) -> list:
     return [g for part in parts for g in part]
 
 
-def _sum_over_processes(values: list[int], world: int) -> list[int]:
+def _sum_over_processes(values: list[float], world: int) -> list[float]:
     if world == 1:
         return values
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
-    return [int(v) or 1 for v in t.tolist()]
+    return [v or 1 for v in t.tolist()]
 
 
 def _all_reduce_grads(params, world: int) -> None:
@@ -482,21 +558,6 @@ def _all_reduce_grads(params, world: int) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad)
-
-
-def _target_speech(policy, example: Example) -> list[int] | None:
-    """The reference answer's speech tokens: from its audio when the codec can tokenize audio, else its text."""
-    codec = getattr(policy, "codec", None)
-    if codec is None:
-        return None
-    if example.target_audio:
-        from rewards.audio import load_audio
-
-        audio = load_audio(example.target_audio)
-        tokens = codec.encode_audio(audio.samples, audio.sample_rate)
-        if tokens is not None:
-            return list(tokens)
-    return list(codec.encode_text(example.target_text))
 
 
 def _loss_part(config: AlignConfig, lam: float, kwargs: dict[str, Any]):
@@ -564,8 +625,8 @@ def _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms, tr
         row[f"reward.{name}_mean"], row[f"reward.{name}_std"] = _mean_std([float(v) for v in values])
     for key in ("loss", "loss_sft", "loss_grpo", "loss_kl", "w_sft", "w_rl", "kl_text", "kl_speech", "kl_all"):
         row[key] = terms.get(key)
-    text_len = [t.count(0) for t in trajs]
-    speech_len = [len(t.speech_tokens) for t in trajs]
+    text_len = [t.count(TEXT) for t in trajs]
+    speech_len = [t.count(SPEECH) for t in trajs]
     row.update({"len_text": float(np.mean(text_len)) if text_len else None,
                 "len_speech": float(np.mean(speech_len)) if speech_len else None,
                 "frac_finished": float(np.mean([t.finished for t in trajs])) if trajs else None,

@@ -23,6 +23,22 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One earlier turn of a dialogue: what the user or the assistant said, as text and/or audio (mono float32)."""
+
+    role: str  # "user" | "assistant"
+    text: str | None = None
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ("user", "assistant"):
+            raise ValueError(f"a turn's role is 'user' or 'assistant', got {self.role!r}")
+        if self.text is None and self.audio is None:
+            raise ValueError(f"a {self.role} turn needs text or audio")
+
+
+@dataclass(frozen=True)
 class Request:
     """One benchmark item as the model sees it.
 
@@ -33,6 +49,8 @@ class Request:
         text: the question's text (what the audio says, or the whole prompt of a text item).
         system_prompt: an instruction from the benchmark definition, or None.
         meta: the item's other fields (target style, choices, task id...).
+        history: the dialogue's earlier turns, oldest first (the request itself is the last user turn). An adapter
+            passes them to its model or answers ``Response(error=...)`` for the item: it never drops them silently.
     """
 
     id: str
@@ -41,6 +59,7 @@ class Request:
     text: str | None = None
     system_prompt: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    history: tuple[Turn, ...] = ()
 
 
 @dataclass
@@ -80,7 +99,19 @@ class AdapterError(ValueError):
     """A model spec that cannot be used (unknown name, missing folder, a class that does not fit the protocol)."""
 
 
-BUILTIN = {"cascade": "evalsuite.cascade:CascadeAdapter", "policy": "align.adapter:PolicyAdapter"}
+# Built-in models by name, imported only when used. The spoken dialogue families live in align/ (each is also a
+# trainable policy); evalsuite never imports align itself, only these strings.
+BUILTIN = {
+    "cascade": "evalsuite.cascade:CascadeAdapter",
+    "policy": "align.adapter:PolicyAdapter",  # any align policy or checkpoint
+    "qwen2.5-omni": "align.omni:OmniEvalAdapter",
+    "moshi": "align.moshi:MoshiEvalAdapter",
+    "interleaved": "align.interleaved.native:NativeEvalAdapter",
+    # speech in, text out (transformers' native classes)
+    "qwen2-audio": "evalsuite.speech_lm:Qwen2AudioAdapter",
+    "voxtral": "evalsuite.speech_lm:VoxtralAdapter",
+    "qwen3-omni-thinker": "evalsuite.speech_lm:Qwen3OmniThinkerAdapter",
+}
 RESPONSE_KEYS = ("response", "text", "answer", "output")  # where a responses file keeps the text answer
 
 

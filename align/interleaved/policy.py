@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from align.policy import BOUNDARY, PAD_CHANNEL, SPEECH, TEXT, SpeechCodec, Trajectory
+from align.policy import BOUNDARY, PAD_CHANNEL, SPEECH, TEXT, SpeechCodec, Trajectory, as_audio
 
 AUDIO_PLACEHOLDER = "<audio>"  # where an audio turn goes in a message's text (the seed's messages/audios schema)
 
@@ -258,6 +258,11 @@ class InterleavedPolicy:
 
     family = "interleaved"
 
+    @property
+    def hears_audio(self) -> bool:
+        """Spoken turns go into the prompt as speech tokens when the codec tokenizes audio."""
+        return self.codec is not None and bool(getattr(self.codec, "encodes_audio", True))
+
     def __init__(self, model: Any, tokenizer: Any, spec: InterleaveSpec, codec: SpeechCodec | None = None):
         self.model = model
         self.tokenizer = tokenizer
@@ -311,15 +316,8 @@ class InterleavedPolicy:
     def _encode_audio(self, audio: Any) -> list[int]:
         if self.codec is None:
             raise ValueError("an audio turn needs a codec that encodes audio; this policy has no codec")
-        if isinstance(audio, (str, Path)):
-            from rewards.audio import load_audio
-
-            audio = load_audio(audio)
-        if hasattr(audio, "samples") and hasattr(audio, "sample_rate"):
-            samples, rate = audio.samples, audio.sample_rate
-        else:
-            samples, rate = audio
-        tokens = self.codec.encode_audio(np.asarray(samples, dtype=np.float32), int(rate))
+        samples, rate = as_audio(audio)
+        tokens = self.codec.encode_audio(samples, rate)
         if tokens is None:
             name = self.codec.info().get("name", type(self.codec).__name__)
             raise ValueError(f"codec {name} cannot encode audio: pass the question as text (e.g. an ASR transcript)")
@@ -357,13 +355,25 @@ class InterleavedPolicy:
             speech = speech[m:]
         return [*out, spec.eos_id]
 
-    def sft_target(self, prompt_ids: list[int], text: str, speech_tokens: list[int] | None = None) -> Trajectory:
-        """The reference answer in the interleave pattern; speech from ``codec.encode_text(text)`` when not given."""
+    def sft_target(self, prompt_ids: list[int], text: str, speech_tokens: list[int] | None = None, *,
+                   audio: Any = None) -> Trajectory:
+        """The reference answer in the interleave pattern.
+
+        Its speech: ``speech_tokens`` if given; else the reference ``audio`` encoded by the codec, when the codec
+        tokenizes audio; else ``codec.encode_text(text)`` (the codec's TTS front-end).
+        """
         if speech_tokens is None:
             if self.codec is None:
                 raise ValueError("no reference speech tokens and no codec to make them from the text")
-            speech_tokens = self.codec.encode_text(text)
-        return self.trajectory(prompt_ids, self.layout(self._encode(text), speech_tokens))
+            if audio is not None and self.hears_audio:
+                speech_tokens = self.codec.encode_audio(*as_audio(audio))
+            if speech_tokens is None:
+                speech_tokens = self.codec.encode_text(text)
+            if speech_tokens is None:
+                name = self.codec.info().get("name", type(self.codec).__name__)
+                raise ValueError(f"codec {name} has no text front-end: the row needs its reference speech "
+                                 "(sft_target_audio)")
+        return self.trajectory(prompt_ids, self.layout(self._encode(text), list(speech_tokens)))
 
     def trajectory(self, prompt_ids: Sequence[int], completion_ids: Sequence[int]) -> Trajectory:
         """Split a completion into its channels (finished = ends with EOS)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from align.interleaved import InterleavedPolicy, extend_vocab
+from align.interleaved.policy import InterleavedPolicy, extend_vocab
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -24,6 +24,8 @@ class ToneCodec:
     ``encode_text`` maps each letter to a token (its alphabet index, two frames) so a reference answer has a
     deterministic "speech" whose pitch contour follows the text; it cannot tokenize real audio.
     """
+
+    encodes_audio = False  # encode_audio always returns None
 
     def __init__(self, vocab_size: int = 48, frame_s: float = 0.04, sample_rate: int = 16000):
         self.vocab_size = vocab_size

@@ -55,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from align.interleaved import InterleavedPolicy, extend_vocab
+from align.interleaved.policy import InterleavedPolicy, extend_vocab
+from align.policy import load_weights
 
 DEFAULT_CACHE_DIR = Path("~/.cache/wavalign")
 PACE = {"slow": 1.25, "normal": 1.0, "fast": 0.8}  # Piper length_scale (> 1 is slower)
@@ -77,6 +78,8 @@ class PiperPhonemeCodec:
         seed: noise seed of the synthesis (sentence i uses seed + i): decoding is deterministic.
         threads: onnxruntime intra-op threads (0: its default).
     """
+
+    encodes_audio = False  # encode_audio always returns None
 
     def __init__(self, voice: str | Path | None = None, *, seed: int = 0, threads: int = 0):
         from evalsuite.piper_tts import load_voice
@@ -231,26 +234,6 @@ def _write_cache(folder: Path, model: Any, tokenizer: Any) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_weights(model: Any, checkpoint: str | Path) -> int:
-    """Load an align run's ``trainer.pt`` (its ``weights``; or a bare state dict) into ``model``; returns the count."""
-    import torch
-
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (give an align run's checkpoint/trainer.pt)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    weights = state.get("weights", state) if isinstance(state, dict) else None
-    if not isinstance(weights, dict) or not weights:
-        raise ValueError(f"checkpoint {path} holds no weights")
-    if any("lora_" in k or k.startswith("base_model.") for k in weights):
-        raise ValueError(f"checkpoint {path} holds LoRA adapters; warm-start a policy from a full fine-tune run "
-                         "(lora: null)")
-    result = model.load_state_dict(weights, strict=False)
-    if result.unexpected_keys:
-        raise ValueError(f"checkpoint {path} does not fit the model: unexpected {result.unexpected_keys[:3]}")
-    return len(weights)
-
-
 _PROSODY_WORDS = {"pace:slow": " slowly", "pace:normal": " normally", "pace:fast": " quickly", "var:flat": " flat",
                   "var:normal": " natural", "var:lively": " lively"}
 
@@ -315,4 +298,4 @@ def build_reference_policy(*, checkpoint: str | None = None, text_chunk: int = 4
 
 
 __all__ = ["N_PROSODY", "PACE", "PROSODY_TOKENS", "VARIATION", "PiperPhonemeCodec", "build_reference_policy",
-           "init_speech_rows", "load_plain_smollm2", "load_weights"]
+           "init_speech_rows", "load_plain_smollm2"]

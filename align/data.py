@@ -26,7 +26,6 @@ from typing import Any
 
 from evalsuite.inputs import jsonl_lines
 
-
 AUDIO = "<audio>"  # a spoken turn's placeholder in messages (as `align.interleaved.AUDIO_PLACEHOLDER`)
 SEED_AUDIO = "<|audio|>"  # the seed's spelling, read as AUDIO
 

@@ -4,9 +4,20 @@ An adapter takes a batch of `Request` (one benchmark item: the spoken question, 
 returns one `Response` per request, in order: the model's text channel and/or its speech. A request the model
 cannot answer gets ``Response(error="...")``; the run records it and goes on.
 
+Multi-turn items: ``Request.history`` holds the dialogue's earlier turns (`Turn`: role ``user``/``assistant``,
+text and/or mono float32 audio at ``sample_rate``), oldest first; the request's own audio/text is the last user
+turn, the one to answer. The contract: an adapter gives the model every earlier turn (as audio where the model
+hears audio, else as text or a transcript) or answers that item with ``Response(error=...)`` saying why; it never
+answers as if the dialogue began with the last question. Built-in adapters: the cascade transcribes spoken turns
+and puts the dialogue through the LLM's chat template (`evalsuite.cascade.dialogue_messages`); the speech-in models
+(`evalsuite.speech_lm`) put the turns into their native chat template with their audio parts; ``policy`` passes
+them to the policy's prompt; the responses adapters read answers that exist already, so there is nothing to pass.
+A user's own adapter that ignores ``history`` is its own business, but should say so in its ``info()``.
+
 Built in: ``responses:DIR`` / ``responses:FILE.jsonl`` (outputs that exist already), ``cascade`` (offline baseline:
-whisper tiny.en → SmolLM2-135M-Instruct → Piper), ``policy`` (an align policy or checkpoint, `align.adapter`), and a
-user's own class as ``"package.module:Class"``.
+whisper tiny.en → SmolLM2-135M-Instruct → Piper), ``policy`` (an align policy or checkpoint, `align.adapter`), the
+speech-in, text-out models on transformers' native classes (``qwen2-audio``, ``voxtral``, ``qwen3-omni-thinker``,
+`evalsuite.speech_lm`), and a user's own class as ``"package.module:Class"``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,23 @@ any path to a YAML file in the same format works too. ``wavalign eval --list`` s
 transcript of its speech; s2s, as URO-Bench) or ``auto`` (the text channel when there is one, else the
 transcript). ``where`` limits a scorer or metric to items whose field equals a value (or is in a list), e.g.
 ``{category: mcq}``; other items get no column for it and do not count as failed.
+
+**Multi-turn items.** ``fields.history`` names a column holding the dialogue's earlier turns, oldest first; the
+item's own ``audio``/``prompt`` is the last user turn, the one the model answers::
+
+    fields: {id: id, audio: audio, prompt: prompt, reference: reference, history: turns}
+
+    {"id": "d1", "audio": "d1-3.wav", "prompt": "And its population?", "reference": "about two million",
+     "turns": [{"role": "user", "text": "What is the capital of France?", "audio": "d1-1.wav"},
+               {"role": "assistant", "text": "Paris."}]}
+
+Each turn is a mapping with ``role`` (``user`` or ``assistant``) and ``text`` and/or ``audio``; audio takes the
+forms of the item's own audio (a path relative to the data file's folder, ``{"bytes": ..., "path": ...}`` as
+parquet stores it, or ``{"array": ..., "sampling_rate": ...}``). A CSV cell may hold the list as a JSON string. An
+empty or null cell means no earlier turns. A malformed history (not a list, an unknown role, a turn with neither
+text nor audio) or a turn's unreadable audio is an error of that item only; the run goes on. ``samples.jsonl``
+records each item's history (role, text, audio path or ``<embedded>``, seconds). Adapters pass the turns to their
+model or answer the item with an error (see `evalsuite.adapters`).
 """
 
 from __future__ import annotations
@@ -38,7 +55,7 @@ import yaml
 READS = ("text", "transcript", "auto")
 _TOP_KEYS = {"name", "version", "suite", "description", "source", "fields", "system_prompt", "scorers", "metrics",
              "primary"}
-_FIELD_KEYS = {"id", "audio", "prompt", "reference", "style", "meta"}
+_FIELD_KEYS = {"id", "audio", "prompt", "reference", "style", "meta", "history"}
 _SOURCE_KEYS = {"hf", "subset", "split", "local", "splits"}
 
 

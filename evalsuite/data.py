@@ -302,6 +302,8 @@ class BenchItem:
         style: the target style/emotion, if any (also ``meta["style"]``).
         meta: the other mapped columns (``fields.meta``), e.g. ``choices``, ``instruction_id_list``, ``split``.
         error: why the row cannot be used (a missing mapped field, an unreadable line); None when it can.
+        history: the dialogue's earlier turns (``fields.history``), oldest first, each ``{"role", "text",
+            "audio"}`` with the audio cell as for ``audio`` (paths made absolute), not yet decoded.
     """
 
     id: str
@@ -311,6 +313,7 @@ class BenchItem:
     style: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _text(value: Any) -> str | None:
@@ -344,6 +347,43 @@ def _resolve_audio(cell: Any, base: Path) -> Any:
 
 
 OPTIONAL_FIELDS = frozenset({"reference", "style"})  # an item may have none (a style request has no reference)
+ROLES = ("user", "assistant")
+
+
+def history_turns(cell: Any, base: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """A history cell as a list of ``{"role", "text", "audio"}`` turns (audio paths made absolute), or the reason
+    it cannot be one. ``None``, ``[]`` and an empty string are no turns; a string is read as JSON (CSV cells)."""
+    import json
+
+    if cell is None or (isinstance(cell, str) and not cell.strip()):
+        return [], None
+    if isinstance(cell, str):
+        try:
+            cell = json.loads(cell)
+        except ValueError as e:
+            return [], f"history is a string but not JSON ({one_line(e)})"
+    if isinstance(cell, np.ndarray):
+        cell = cell.tolist()
+    if not isinstance(cell, (list, tuple)):
+        return [], f"history must be a list of turns, got {type(cell).__name__}"
+    turns = []
+    for k, raw in enumerate(cell, 1):
+        if not isinstance(raw, Mapping):
+            return [], f"history turn {k} is not a mapping ({type(raw).__name__})"
+        role = raw.get("role")
+        if role not in ROLES:
+            return [], f"history turn {k}: role must be 'user' or 'assistant', got {role!r}"
+        text = raw.get("text")
+        if text is not None and not isinstance(text, str):
+            return [], f"history turn {k}: text must be a string, got {type(text).__name__}"
+        text = _text(text)
+        audio = raw.get("audio")
+        if isinstance(audio, Mapping) and all(audio.get(key) is None for key in ("array", "bytes", "path")):
+            audio = None  # parquet writes an absent struct as all-null fields
+        if text is None and audio is None:
+            return [], f"history turn {k} ({role}) has neither text nor audio"
+        turns.append({"role": role, "text": text, "audio": None if audio is None else _resolve_audio(audio, base)})
+    return turns, None
 
 
 def _mapped(row: Mapping[str, Any], fields: Mapping[str, Any], name: str, problems: list[str]) -> Any:
@@ -372,8 +412,9 @@ def to_items(
 ) -> list[BenchItem]:
     """Map raw rows to items with the definition's ``fields``.
 
-    ``fields`` maps ``id``, ``audio``, ``prompt``, ``reference`` and ``style`` to a column (None: not used) and
-    ``meta`` to a list of columns copied into ``meta`` when a row has them. A row that lacks a mapped column (or
+    ``fields`` maps ``id``, ``audio``, ``prompt``, ``reference``, ``style`` and ``history`` (earlier turns, see
+    `history_turns`) to a column (None: not used) and ``meta`` to a list of columns copied into ``meta`` when a row
+    has them. A row that lacks a mapped column (or
     holds an empty value there) becomes an item with an error; the other items are unaffected. Without an id
     column, ids are ``<split_name>-<row index>`` (4 digits), or ``<split>-<index within split>`` for rows of a
     multi-split source. ``with_audio=False`` ignores the audio column (rescoring existing outputs needs no audio).
@@ -401,13 +442,19 @@ def to_items(
             if audio is not None:
                 audio = _resolve_audio(audio, data_dir)
         texts = {name: _text(_plain(_mapped(row, fields, name, problems))) for name in TEXT_FIELDS}
+        history: list[dict[str, Any]] = []
+        if fields.get("history"):
+            # a row without the column has no earlier turns (JSONL rows of single-turn items leave it out)
+            history, problem = history_turns(row.get(fields["history"]), data_dir)
+            if problem:
+                problems.append(problem)
         meta = {str(col): _plain(row[col]) for col in fields.get("meta") or [] if col in row and row[col] is not None}
         if split is not None:
             meta.setdefault("split", split)
         if texts["style"] is not None:
             meta["style"] = texts["style"]
         error = f"row {index}: " + "; ".join(problems) if problems else None
-        items.append(BenchItem(id=item_id, audio=audio, meta=meta, error=error, **texts))
+        items.append(BenchItem(id=item_id, audio=audio, meta=meta, error=error, history=history, **texts))
     seen: dict[str, int] = {}
     for item in items:
         seen[item.id] = seen.get(item.id, 0) + 1
@@ -466,6 +513,25 @@ def item_audio(item: BenchItem, sample_rate: int | None, limits: AudioLimits = A
     if item.audio is None:
         raise AudioError("missing", f"item {item.id} has no audio")
     return decode_audio_cell(item.audio, sample_rate, limits)
+
+
+def item_history(item: BenchItem, sample_rate: int | None, limits: AudioLimits = AudioLimits()
+                 ) -> list[Audio | None]:
+    """The decoded audio of each earlier turn (None for a text-only turn), resampled to ``sample_rate``.
+
+    Raises:
+        AudioError: a turn's audio is missing, undecodable or unusable; the message names the turn.
+    """
+    out: list[Audio | None] = []
+    for k, turn in enumerate(item.history, 1):
+        if turn.get("audio") is None:
+            out.append(None)
+            continue
+        try:
+            out.append(decode_audio_cell(turn["audio"], sample_rate, limits))
+        except AudioError as e:
+            raise AudioError(e.kind, f"history turn {k} ({turn['role']}): {e.args[0]}") from e
+    return out
 
 
 # -- VoiceBench's own output files ---------------------------------------------------------------------------------

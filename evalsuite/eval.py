@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from evalsuite.adapters import ModelAdapter, Request, Response, safe_name
+from evalsuite.adapters import ModelAdapter, Request, Response, Turn, safe_name
 from evalsuite.benchmark import READS, Benchmark, ScorerSpec, matches
-from evalsuite.data import BenchItem, data_dir, item_audio, load_rows, split_label, to_items
+from evalsuite.data import BenchItem, data_dir, item_audio, item_history, load_rows, split_label, to_items
 from evalsuite.results import RowWriter, _stderr, column_stats, environment, read_rows, write_csv, write_json
 from evalsuite.scoring import RunConflictError, _comparable, _progress, run_scorer
 from rewards.audio import AudioError, AudioLimits, to_mono, validate
@@ -362,9 +362,17 @@ def _requests(batch: Sequence[BenchItem], benchmark: Benchmark, config: EvalConf
                 requests.append(None)
                 errors.append(f"prompt audio {e}")
                 continue
+        try:
+            turn_audio = item_history(item, config.prompt_sample_rate, config.limits)
+        except AudioError as e:
+            requests.append(None)
+            errors.append(f"history audio {e}")
+            continue
+        history = tuple(Turn(turn["role"], turn["text"], a.samples if a else None, a.sample_rate if a else None)
+                        for turn, a in zip(item.history, turn_audio))
         requests.append(Request(
             id=item.id, audio=audio.samples if audio else None, sample_rate=audio.sample_rate if audio else None,
-            text=item.prompt, system_prompt=benchmark.system_prompt, meta=meta,
+            text=item.prompt, system_prompt=benchmark.system_prompt, meta=meta, history=history,
         ))
         errors.append(None)
     timings["prompt_audio"] += time.perf_counter() - tick
@@ -407,7 +415,7 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
         responses[k] = response
 
     rows, samples = [], []
-    for item, response in zip(batch, responses):
+    for k, (item, response) in enumerate(zip(batch, responses)):
         row: dict[str, Any] = {
             "id": item.id, "prompt": item.prompt, "prompt_audio": _describe_audio(item.audio),
             "reference": item.reference, "style": item.style, "meta": _jsonable(item.meta),
@@ -425,6 +433,8 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
             except AudioError as e:
                 row["response.error"] = f"response audio {e}"
                 audio, rate = None, None
+        if benchmark.fields.get("history"):
+            row["history"] = _describe_history(item, requests[k])
         if response.meta:
             row["response.meta"] = _jsonable(response.meta)
         rows.append(row)
@@ -496,6 +506,19 @@ def _describe_audio(cell: Any) -> str | None:
     if isinstance(cell, Mapping) and isinstance(cell.get("path"), str) and cell.get("path"):
         return cell["path"]
     return "<embedded>"
+
+
+def _describe_history(item: BenchItem, request: Request | None) -> list[dict[str, Any]]:
+    """The item's earlier turns for samples.jsonl: role, text, audio (a path or ``<embedded>``) and, when it was
+    decoded, its length in seconds; never the samples themselves."""
+    decoded = request.history if request is not None else ()
+    out = []
+    for k, turn in enumerate(item.history):
+        entry: dict[str, Any] = {"role": turn["role"], "text": turn["text"], "audio": _describe_audio(turn["audio"])}
+        if k < len(decoded) and decoded[k].audio is not None:
+            entry["audio_seconds"] = round(len(decoded[k].audio) / decoded[k].sample_rate, 3)
+        out.append(entry)
+    return out
 
 
 def _jsonable(value: Any) -> Any:

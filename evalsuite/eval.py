@@ -233,6 +233,9 @@ def run_eval(
     mine = [item for k, item in enumerate(items) if k % world == rank]
     todo = [item for item in mine if item.id not in done]
     if todo:
+        prepare_model = getattr(adapter, "prepare", None)
+        if callable(prepare_model):  # a model that cannot load is one clear error, not an error in every row
+            prepare_model()
         for s in scorings:  # a missing model is one clear error, before any work
             prepare = getattr(s.scorer, "prepare", None)
             if prepare is not None:

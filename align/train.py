@@ -284,6 +284,12 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     ref_model = None
     if not config.lora:  # KL per channel is measured against the starting policy (LoRA: adapters disabled)
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    # SFT targets, built once from the starting model, before any step: a family whose speech target comes from
+    # the model itself (omni's sft_speech 'self') anchors to the start, and a resumed run gets the same targets.
+    # A row whose target cannot be built is reported and skipped.
+    target_cache: dict[str, Any] = {}
+    if config.mode not in ("po-all", "po-text"):
+        examples, target_cache = _build_targets(policy, examples, log)
     reward = build_reward(config)
     if hasattr(reward, "prepare"):
         reward.prepare()
@@ -318,7 +324,6 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                                                     default=str) + "\n")
     writer = _LogWriter(out / "log.csv") if rank == 0 else None
     row: dict[str, Any] = {}
-    target_cache: dict[str, Any] = {}  # example id -> its SFT target
 
     while step < config.max_steps:
         step += 1
@@ -466,6 +471,28 @@ def _sft_targets(policy, prompts, batch, cache: dict | None = None):
                 cache[e.id] = target
         out.append(target)
     return out
+
+
+def _build_targets(policy, examples: list[Example], log) -> tuple[list[Example], dict[str, Any]]:
+    """(the examples that have an SFT target, example id -> target). A policy with ``sft_targets`` builds them in
+    batches (one row at a time only to find the rows that fail)."""
+    if hasattr(policy, "sft_targets"):
+        try:
+            targets = policy.sft_targets([_prompt(policy, e) for e in examples], [e.target_text for e in examples],
+                                         [e.target_audio for e in examples])
+            return examples, {e.id: t for e, t in zip(examples, targets)}
+        except (ValueError, OSError):
+            pass  # some row fails: find it below
+    keep, cache = [], {}
+    for e in examples:
+        try:
+            cache[e.id] = policy.sft_target(_prompt(policy, e), e.target_text, audio=e.target_audio)
+            keep.append(e)
+        except (ValueError, OSError) as err:
+            log(f"data: {e.id}: no SFT target ({str(err).strip().splitlines()[0]}); skipped")
+    if not keep:
+        raise ValueError("no training row has a usable SFT target")
+    return keep, cache
 
 
 def _sft_weights(trajs, mask: torch.Tensor) -> torch.Tensor | None:

@@ -343,7 +343,9 @@ class NativeInterleavedPolicy(InterleavedPolicy):
         codec: speech tokens <-> audio; encodes spoken user turns and reference answers when it encodes audio.
         prompt_format: ``chat_template`` (the tokenizer's) or ``glm-4-voice`` (GLM-4-Voice's
             ``<|system|>..<|user|>..<|assistant|>streaming_transcription`` turns).
-        system_prompt: the glm-4-voice format's system prompt (None: GLM-4-Voice's own, audio or text variant).
+        system_prompt: the system turn when the messages have none (glm-4-voice format, None: GLM-4-Voice's own,
+            audio or text variant; e.g. VITA-Audio's demo: "Your Name: Luke\nYour Gender: male\n\nRespond in a
+            text-audio interleaved manner.").
         add_special_tokens: let the tokenizer add its prefix tokens to the prompt (GLM-4-Voice: ``[gMASK]<sop>``).
         audio_input: ``tokens``: spoken user turns enter the prompt as the codec's speech tokens (between BOA and
             EOA when the tokenizer has them); ``none``: the checkpoint hears audio another way (e.g. a continuous
@@ -423,6 +425,8 @@ class NativeInterleavedPolicy(InterleavedPolicy):
             return out + "<|assistant|>streaming_transcription\n"
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template (set tokenizer.chat_template or a prompt_format)")
+        if self.system_prompt and not any(m.get("role") == "system" for m in messages):
+            messages = [{"role": "system", "content": self.system_prompt}, *messages]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     # ----------------------------------------------------------------------------------------------- layout

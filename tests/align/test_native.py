@@ -446,6 +446,13 @@ def test_glm_4_voice_prompt_format():
     assert ids[i - len(tail): i] == tail and ids[i + 1: i + 1 + len(speech)] == speech
     assert tok.decode(ids[i + 2 + len(speech):]) == "<|assistant|>streaming_transcription\n"
     assert policy.spec.eos_id == tok.convert_tokens_to_ids("<|user|>")
+    # the chat-template format takes a system prompt too (VITA-Audio's demo has one), unless the messages have one
+    chat = NativeInterleavedPolicy(policy.model, tok, policy.spec, system_prompt="Respond in a text-audio manner.")
+    expected = tok.apply_chat_template([{"role": "system", "content": "Respond in a text-audio manner."},
+                                        {"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    prompt = chat.build_prompt([{"role": "user", "content": "hi"}])
+    assert prompt == tok(expected, add_special_tokens=False)["input_ids"]
+    assert tok.decode(chat.build_prompt([{"role": "system", "content": "be brief"}])).count("system") == 1
 
 
 # ------------------------------------------------------------------------------------------------ folders, eval

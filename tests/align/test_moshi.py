@@ -349,6 +349,7 @@ def test_cli_kill_and_resume(tmp_path, small_data):
     resumed = subprocess.run(common + ["--output-dir", str(out), "--resume"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step" in resumed.stderr
     a, b = read_log(tmp_path / "straight"), read_log(out)
     assert [r["step"] for r in b] == ["1", "2", "3", "4"]
     for x, y in zip(a, b):

@@ -94,6 +94,11 @@ class OmniPolicy:
     family = "omni"
     hears_audio = True
 
+    @property
+    def targets_from_model(self) -> bool:
+        """The speech SFT targets are the talker's own codes: the loop builds them all from the starting model."""
+        return self.sft_speech in ("self", "encoder")
+
     def __init__(self, model: Any, tokenizer: Any, feature_extractor: Any, speaker: dict[str, Any], *,
                  speaker_name: str = "speaker", sft_speech: str = "self", speech_encoder: Any = None,
                  talker_max_new_tokens: int | None = None, system_prompt: str | None = QWEN_SYSTEM_PROMPT,
@@ -606,10 +611,11 @@ CHATML = (
 N_TINY_CODES = 64  # tiny talker: codes 0..63, then codec pad/bos/eos/mask
 
 
-def tiny_omni_parts(corpus: Sequence[str] = (), *, seed: int = 0, hidden: int = 32, layers: int = 2
-                    ) -> tuple[Any, Any, Any, dict[str, Any]]:
+def tiny_omni_parts(corpus: Sequence[str] = (), *, seed: int = 0, hidden: int = 32, layers: int = 2,
+                    shape: dict[str, dict[str, Any]] | None = None) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(model, tokenizer, feature extractor, speaker) of a tiny random Qwen2.5-Omni: the real classes, < 1 M
-    parameters, a byte-level BPE tokenizer trained on ``corpus`` with Qwen's special tokens."""
+    parameters, a byte-level BPE tokenizer trained on ``corpus`` with Qwen's special tokens. ``shape`` overrides
+    the sub-configs (keys ``text``, ``audio``, ``vision``, ``talker``, ``dit``, ``bigvgan``), e.g. `OMNI_3B_SHAPE`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         PreTrainedTokenizerFast,
@@ -655,13 +661,17 @@ def tiny_omni_parts(corpus: Sequence[str] = (), *, seed: int = 0, hidden: int = 
            "look_ahead_layers": [1], "look_backward_layers": [0, 1]}
     bigvgan = {"mel_dim": 80, "upsample_initial_channel": 128, "resblock_kernel_sizes": [3],
                "resblock_dilation_sizes": [[1, 3, 5]]}
+    parts = {"text": thinker["text_config"], "audio": thinker["audio_config"], "vision": thinker["vision_config"],
+             "talker": talker, "dit": dit, "bigvgan": bigvgan}
+    for key, extra in (shape or {}).items():
+        parts[key].update(extra)
     config = Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker,
                                token2wav_config={"dit_config": dit, "bigvgan_config": bigvgan})
     torch.manual_seed(seed)
     model = Qwen2_5OmniForConditionalGeneration(config)
     generator = torch.Generator().manual_seed(seed)
-    speaker = {"bos_token": ids["<|tts_bos|>"], "cond": torch.randn(1, 16, generator=generator),
-               "ref_mel": torch.randn(1, 30, 80, generator=generator)}
+    speaker = {"bos_token": ids["<|tts_bos|>"], "cond": torch.randn(1, dit["enc_emb_dim"], generator=generator),
+               "ref_mel": torch.randn(1, 30, dit["mel_dim"], generator=generator)}
     model.speaker_map["tiny"] = speaker
     _audible(model, speaker)
     return model, tokenizer, WhisperFeatureExtractor(feature_size=128), speaker
@@ -701,6 +711,55 @@ def save_tiny_omni(folder: str | Path, corpus: Sequence[str] = (), *, seed: int 
     return folder
 
 
+# Qwen2.5-Omni-3B's shape for the step benchmark. The thinker's text model is the published config (hidden 2048,
+# 36 layers, 16 heads, 2 KV heads, 151936 tokens); the audio tower, token2wav and the vision tower are transformers'
+# defaults (Qwen's); the talker's size (24 layers of 896, 14 heads, 2 KV heads) is not verified here.
+OMNI_3B_SHAPE: dict[str, dict[str, Any]] = {
+    "text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+             "num_attention_heads": 16, "num_key_value_heads": 2,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
+    "audio": {"encoder_layers": 32, "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280,
+              "output_dim": 2048, "n_window": 100},
+    "vision": {"depth": 32, "hidden_size": 1280, "num_heads": 16, "intermediate_size": 3420, "out_hidden_size": 2048,
+               "fullatt_block_indexes": [7, 15, 23, 31]},
+    "talker": {"embedding_size": 2048, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+               "num_attention_heads": 14, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 8448,
+               "tts_codec_pad_token_id": 8292, "tts_codec_start_token_id": 8293, "tts_codec_end_token_id": 8294,
+               "tts_codec_mask_token_id": 8296,
+               "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 8, 8]}},
+    "dit": {"hidden_size": 1024, "num_hidden_layers": 22, "num_attention_heads": 16, "emb_dim": 512, "head_dim": 64,
+            "num_embeds": 8193, "enc_emb_dim": 192, "enc_dim": 128, "enc_channels": [256, 256, 256, 256, 768],
+            "enc_attention_channels": 64, "enc_se_channels": 64, "look_ahead_layers": [10],
+            "look_backward_layers": [0, 20]},
+    "bigvgan": {"upsample_initial_channel": 1536, "resblock_kernel_sizes": [3, 7, 11],
+                "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]]},
+}
+# A reduced shape for CPUs: the same structure, about 8 M parameters.
+OMNI_REDUCED_SHAPE: dict[str, dict[str, Any]] = {
+    "text": {"vocab_size": 8192, "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4,
+             "num_attention_heads": 4, "num_key_value_heads": 2,
+             "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]}},
+    "audio": {"output_dim": 256}, "vision": {"out_hidden_size": 256},
+    "talker": {"embedding_size": 256, "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
+               "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64,
+               "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]}},
+}
+
+
+def build_random_omni_policy(shape: str = "reduced", *, dtype: str = "auto", device: str = "cpu",
+                             talker: str = "frozen") -> OmniPolicy:
+    """Random weights at Qwen2.5-Omni-3B's shape (``real``) or `OMNI_REDUCED_SHAPE`, for the step benchmark."""
+    sizes = {"real": OMNI_3B_SHAPE, "reduced": OMNI_REDUCED_SHAPE}
+    if shape not in sizes:
+        raise ValueError(f"shape must be real or reduced, got {shape!r}")
+    model, tokenizer, features, speaker = tiny_omni_parts(["hello world"], shape=sizes[shape])
+    model.to(device, _dtype(dtype, device))
+    model.token2wav.float()
+    return _policy(model, tokenizer, features, speaker, speaker_name="random", talker=talker, lora=None,
+                   sft_speech="self", speech_encoder=None, speech_encoder_args=None, talker_max_new_tokens=None,
+                   system_prompt=None, token2wav_steps=10)
+
+
 class OmniEvalAdapter(PolicyAdapter):
     """``wavalign eval --model qwen2.5-omni --model-arg path=Qwen/Qwen2.5-Omni-7B`` (or a folder; ``dtype``,
     ``device``, ``speaker``...: `build_omni_policy`'s arguments). Spoken questions go in as audio."""
@@ -738,5 +797,6 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-__all__ = ["OmniEvalAdapter", "OmniPolicy", "OmniPrompt", "build_omni_policy", "build_tiny_omni_policy",
+__all__ = ["OmniEvalAdapter", "OmniPolicy", "OmniPrompt", "build_omni_policy", "build_random_omni_policy",
+           "build_tiny_omni_policy",
            "save_tiny_omni", "tiny_omni_parts"]

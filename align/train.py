@@ -284,11 +284,11 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     ref_model = None
     if not config.lora:  # KL per channel is measured against the starting policy (LoRA: adapters disabled)
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    # SFT targets, built once from the starting model, before any step: a family whose speech target comes from
-    # the model itself (omni's sft_speech 'self') anchors to the start, and a resumed run gets the same targets.
-    # A row whose target cannot be built is reported and skipped.
+    # SFT targets (example id -> target), built as examples are drawn; a family whose speech target comes from the
+    # model itself (``targets_from_model``: omni's sft_speech 'self') gets them all now, from the starting model,
+    # so they anchor to the start and a resumed run gets the same ones (rows without one are reported, skipped).
     target_cache: dict[str, Any] = {}
-    if config.mode not in ("po-all", "po-text"):
+    if config.mode not in ("po-all", "po-text") and getattr(policy, "targets_from_model", False):
         examples, target_cache = _build_targets(policy, examples, log)
     reward = build_reward(config)
     if hasattr(reward, "prepare"):

@@ -3,6 +3,12 @@ max tokens, sampling and text-only GRPO; wavalign also computes its SFT term (mo
 
     pip install trl==1.16.0 --no-deps      # for this benchmark only
     python benchmarks/perf/align_step.py [--steps 6] [--device cpu|cuda] [--random-init DIR]
+    python benchmarks/perf/align_step.py --family omni|moshi|interleaved [--steps 4] [--device cpu|cuda]
+
+``--family``: wavalign's loop alone (TRL cannot train these layouts) on a random-initialised model of the family's
+real class at the public checkpoint's shape (Qwen2.5-Omni-3B, Moshi 7B, GLM-4-Voice-9B; bfloat16) on a GPU, or at
+a reduced shape of the same structure on a CPU (it says which): seconds per step with the time spent generating,
+scoring, and in the rest (log-probs, backward, optimizer), and peak memory.
 
 ``--random-init DIR``: both sides use a random-initialised model of SmolLM2-135M's exact shape (config and tokenizer
 saved in DIR by ``--save-shape DIR`` on a machine with the packaged GGUF), for machines without the weights (the
@@ -140,6 +146,66 @@ def run_trl(args) -> dict:
     return {"side": "trl", "step_seconds": times, "peak_mb": _peak_mb(args.device)}
 
 
+FAMILIES = {  # --family: the factory of a random model at the real (GPU) or reduced (CPU) shape
+    "omni": "align.omni:build_random_omni_policy",
+    "moshi": "align.moshi:build_random_moshi_policy",
+    "interleaved": "align.interleaved.native:build_random_native_policy",
+}
+
+
+def run_family(args) -> dict:
+    import csv
+
+    from align.train import load_config, train
+    from rewards.registry import register
+
+    register("overlap", "benchmarks.perf.align_step:OverlapScorer")
+    out = Path(tempfile.mkdtemp())
+    shape = "real" if args.device == "cuda" else "reduced"
+    dtype = "bfloat16" if args.device == "cuda" else "float32"
+    config = load_config(None, {
+        "policy": FAMILIES[args.family], "policy_args": {"shape": shape, "dtype": dtype, "device": args.device},
+        "mode": "wavalign", "max_steps": args.steps, "output_dir": str(out), "group_size": 4, "prompts_per_step": 2,
+        "max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9, "lr": 1e-6, "save_every": 10**6,
+        "reward": {"components": [{"scorer": "overlap", "weight": 1.0}]}, "reward_range": (0.0, 1.0),
+        "device": args.device, "data": str(PROMPTS), "micro_batch_size": 4,
+    })
+    train(config, log=lambda m: None)
+    with (out / "log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    counted = rows[1:] or rows
+    return {"side": args.family, "shape": shape, "dtype": dtype, "step_seconds": [float(r["seconds"]) for r in rows],
+            "generate": statistics.median(float(r["seconds_generate"]) for r in counted),
+            "score": statistics.median(float(r["seconds_score"]) for r in counted),
+            "len_text": statistics.mean(float(r["len_text"]) for r in counted),
+            "len_speech": statistics.mean(float(r["len_speech"]) for r in counted),
+            "peak_mb": _peak_mb(args.device)}
+
+
+def report_family(args) -> None:
+    done = subprocess.run([sys.executable, __file__, "--side", "family", "--family", args.family, "--steps",
+                           str(args.steps), "--device", args.device], cwd=REPO, capture_output=True, text=True)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"{args.family} failed:\n{done.stderr[-3000:]}")
+    r = json.loads(line[len("RESULT "):])
+    device = args.device
+    if device == "cuda":
+        import torch
+
+        device = torch.cuda.get_device_name(0)
+    steps = r["step_seconds"][1:] or r["step_seconds"]
+    step = statistics.median(steps)
+    shape = {"omni": "Qwen2.5-Omni-3B", "moshi": "Moshi 7B", "interleaved": "GLM-4-Voice-9B"}[args.family]
+    what = f"{shape}'s shape" if r["shape"] == "real" else f"a reduced shape of {shape}'s structure"
+    print(f"align step, family {args.family} ({device}): random weights at {what}, {r['dtype']}, 2 prompts x G=4, "
+          f"<=64 text tokens, {args.steps} steps, first one not counted")
+    print(f"  {step:.2f} s/step (median): generating {r['generate']:.2f} s, scoring {r['score']:.2f} s, "
+          f"log-probs + backward + optimizer {step - r['generate'] - r['score']:.2f} s; "
+          f"{r['len_text']:.0f} text and {r['len_speech']:.0f} speech positions per rollout; "
+          f"peak memory {r['peak_mb']:.0f} MB")
+
+
 def run_wavalign(args) -> dict:
     import csv
 
@@ -170,14 +236,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--random-init", metavar="DIR", help="random weights of the shape saved in DIR")
     parser.add_argument("--save-shape", metavar="DIR", help="save SmolLM2's config and tokenizer to DIR and exit")
-    parser.add_argument("--side", choices=["trl", "wavalign"], help=argparse.SUPPRESS)
+    parser.add_argument("--family", choices=sorted(FAMILIES), help="one family's loop at its real/reduced shape")
+    parser.add_argument("--side", choices=["trl", "wavalign", "family"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.save_shape:
         save_shape(args.save_shape)
         return
     if args.side:
-        result = run_trl(args) if args.side == "trl" else run_wavalign(args)
+        result = {"trl": run_trl, "wavalign": run_wavalign, "family": run_family}[args.side](args)
         print("RESULT " + json.dumps(result))
+        return
+    if args.family:
+        report_family(args)
         return
     results = {}
     for side in ("trl", "wavalign"):

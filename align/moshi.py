@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from align.adapter import PolicyAdapter as _EvalPolicyAdapter
+from align.building import bpe_tokenizer
 from align.policy import PAD_CHANNEL, SPEECH, TEXT, Trajectory, as_audio, flat_stream
 
 AUDIO_PLACEHOLDER = "<audio>"
@@ -676,16 +677,8 @@ TINY_SPECIALS = ["<unk>", "<pad>", "<epad>", "</s>"]
 
 
 def _tiny_tokenizer(corpus: Sequence[str], vocab_size: int) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=TINY_SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(list(corpus) or ["hello"], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    return bpe_tokenizer(corpus, TINY_SPECIALS, vocab_size=vocab_size, unk_token="<unk>", pad_token="<pad>",
+                         eos_token="</s>")
 
 
 def _tiny_model(text_vocab: int, *, hidden_size: int, layers: int, codebooks: int, audio_vocab: int,

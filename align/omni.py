@@ -41,7 +41,6 @@ for its own system prompt when speech output is wanted; it is the default here (
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,8 @@ import torch
 from transformers import GenerationConfig
 
 from align.adapter import PolicyAdapter
-from align.interleaved.policy import AUDIO_PLACEHOLDER, _flatten_content
+from align.building import CHATML, bpe_tokenizer, first_line, sampling, torch_dtype
+from align.interleaved.policy import AUDIO_PLACEHOLDER, flatten_content
 from align.policy import PAD_CHANNEL, SPEECH, TEXT, Trajectory, as_audio, flat_stream, load_codec
 
 QWEN_SYSTEM_PROMPT = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
@@ -137,7 +137,7 @@ class OmniPolicy:
         with n the audio tower's output length for that audio (as the processor expands it)."""
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template")
-        messages = [{**m, "content": _flatten_content(m.get("content"))} for m in messages]
+        messages = [{**m, "content": flatten_content(m.get("content"))} for m in messages]
         if self.system_prompt and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -196,23 +196,15 @@ class OmniPolicy:
         """
         rows = [p for p in prompts for _ in range(n)]
         device = _device(self.model)
-        was_training = self.model.training
-        self.model.eval()
-        fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if seed is not None else None
         trajs: list[Trajectory] = []
-        try:
-            with fork or contextlib.nullcontext():
-                if seed is not None:
-                    torch.manual_seed(seed)
-                step = batch_size or len(rows) or 1
-                for start in range(0, len(rows), step):
-                    chunk = rows[start : start + step]
-                    texts = self._generate_text(chunk, temperature, top_p, max_new_tokens, device)
-                    limit = self.talker_max_new_tokens or 4 * max_new_tokens
-                    codes = self._generate_codes(chunk, texts, temperature, top_p, limit)
-                    trajs += [self.trajectory(p, t, c) for p, t, c in zip(chunk, texts, codes)]
-        finally:
-            self.model.train(was_training)
+        with sampling(self.model, seed):
+            step = batch_size or len(rows) or 1
+            for start in range(0, len(rows), step):
+                chunk = rows[start : start + step]
+                texts = self._generate_text(chunk, temperature, top_p, max_new_tokens, device)
+                limit = self.talker_max_new_tokens or 4 * max_new_tokens
+                codes = self._generate_codes(chunk, texts, temperature, top_p, limit)
+                trajs += [self.trajectory(p, t, c) for p, t, c in zip(chunk, texts, codes)]
         return [trajs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _generate_text(self, rows: list[OmniPrompt], temperature: float, top_p: float, max_new_tokens: int,
@@ -311,19 +303,14 @@ class OmniPolicy:
                 codes[i] = []
         todo = [i for i, c in enumerate(codes) if c is None]
         if todo:
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                with torch.no_grad():
-                    for start in range(0, len(todo), batch_size):
-                        chunk = todo[start : start + batch_size]
-                        limit = self.talker_max_new_tokens or 4 * max(len(text_ids[i]) for i in chunk) + 16
-                        found = self._generate_codes([prompts[i] for i in chunk], [text_ids[i] for i in chunk],
-                                                     0.0, 1.0, limit)
-                        for i, c in zip(chunk, found):
-                            codes[i] = c
-            finally:
-                self.model.train(was_training)
+            with torch.no_grad(), sampling(self.model, None):
+                for start in range(0, len(todo), batch_size):
+                    chunk = todo[start : start + batch_size]
+                    limit = self.talker_max_new_tokens or 4 * max(len(text_ids[i]) for i in chunk) + 16
+                    found = self._generate_codes([prompts[i] for i in chunk], [text_ids[i] for i in chunk],
+                                                 0.0, 1.0, limit)
+                    for i, c in zip(chunk, found):
+                        codes[i] = c
         return [self.trajectory(p, t, c) for p, t, c in zip(prompts, text_ids, codes)]
 
     # -- training --------------------------------------------------------------------------------------------
@@ -453,8 +440,7 @@ class OmniPolicy:
             return np.zeros(0, dtype=np.float32), SAMPLE_RATE
         token2wav = self.model.token2wav
         device = next(token2wav.parameters()).device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.decode_seed)
+        with sampling(token2wav, self.decode_seed):
             wav = token2wav(torch.tensor([codes], device=device),
                             conditioning=self.speaker["cond"].to(device).float(),
                             reference_mel=self.speaker["ref_mel"].to(device).float(), num_steps=self.token2wav_steps)
@@ -558,17 +544,17 @@ def build_omni_policy(path: str = "Qwen/Qwen2.5-Omni-3B", *, dtype: str = "auto"
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=offline)
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load Qwen2.5-Omni from {path!r}: {_first_line(e)} (give a folder with the "
+        raise ValueError(f"cannot load Qwen2.5-Omni from {path!r}: {first_line(e)} (give a folder with the "
                          "checkpoint, or download it first: huggingface-cli download Qwen/Qwen2.5-Omni-3B)") from None
     if config.model_type != "qwen2_5_omni":
         raise ValueError(f"{path} holds a {config.model_type!r} model, not Qwen2.5-Omni (model_type qwen2_5_omni)")
-    torch_dtype = _dtype(dtype, device)
+    weights_dtype = torch_dtype(dtype, device)
     try:
-        model = Qwen2_5OmniForConditionalGeneration.from_pretrained(path, dtype=torch_dtype, local_files_only=offline)
+        model = Qwen2_5OmniForConditionalGeneration.from_pretrained(path, dtype=weights_dtype, local_files_only=offline)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
         features = WhisperFeatureExtractor.from_pretrained(path, local_files_only=offline)
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load Qwen2.5-Omni from {path!r}: {_first_line(e)}") from None
+        raise ValueError(f"cannot load Qwen2.5-Omni from {path!r}: {first_line(e)}") from None
     if speaker is None and model.speaker_map:
         speaker = "Chelsie" if "Chelsie" in model.speaker_map else sorted(model.speaker_map)[0]
     if speaker not in model.speaker_map:
@@ -604,10 +590,6 @@ def _policy(model, tokenizer, features, speaker: dict, *, speaker_name: str, tal
 TINY_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
                 "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>", "<|tts_pad|>", "<|tts_bos|>",
                 "<|tts_eos|>"]
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 N_TINY_CODES = 64  # tiny talker: codes 0..63, then codec pad/bos/eos/mask
 
 
@@ -616,21 +598,10 @@ def tiny_omni_parts(corpus: Sequence[str] = (), *, seed: int = 0, hidden: int = 
     """(model, tokenizer, feature extractor, speaker) of a tiny random Qwen2.5-Omni: the real classes, < 1 M
     parameters, a byte-level BPE tokenizer trained on ``corpus`` with Qwen's special tokens. ``shape`` overrides
     the sub-configs (keys ``text``, ``audio``, ``vision``, ``talker``, ``dit``, ``bigvgan``), e.g. `OMNI_3B_SHAPE`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2_5OmniConfig,
-        Qwen2_5OmniForConditionalGeneration,
-        WhisperFeatureExtractor,
-    )
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration, WhisperFeatureExtractor
 
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=TINY_SPECIAL, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(list(corpus) or ["hello world"], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer = bpe_tokenizer(corpus, TINY_SPECIAL, fallback_corpus=["hello world"], eos_token="<|im_end|>",
+                              pad_token="<|endoftext|>")
     tokenizer.chat_template = CHATML
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in TINY_SPECIAL}
     heads, head_dim = 2, hidden // 2
@@ -753,7 +724,7 @@ def build_random_omni_policy(shape: str = "reduced", *, dtype: str = "auto", dev
     if shape not in sizes:
         raise ValueError(f"shape must be real or reduced, got {shape!r}")
     model, tokenizer, features, speaker = tiny_omni_parts(["hello world"], shape=sizes[shape])
-    model.to(device, _dtype(dtype, device))
+    model.to(device, torch_dtype(dtype, device))
     model.token2wav.float()
     return _policy(model, tokenizer, features, speaker, speaker_name="random", talker=talker, lora=None,
                    sft_speech="self", speech_encoder=None, speech_encoder_args=None, talker_max_new_tokens=None,
@@ -777,24 +748,11 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [t, h, half - t - h]
 
 
-def _dtype(name: str, device: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    try:
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
-    except KeyError:
-        raise ValueError(f"dtype must be auto, bfloat16, float16 or float32, got {name!r}") from None
-
-
 def _offline() -> bool:
     import os
 
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or \
         os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("0", "", "false")
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 __all__ = ["OmniEvalAdapter", "OmniPolicy", "OmniPrompt", "build_omni_policy", "build_random_omni_policy",

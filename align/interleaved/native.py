@@ -38,10 +38,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList
 
 from align.adapter import PolicyAdapter as _EvalPolicyAdapter
-from align.interleaved.policy import AUDIO_PLACEHOLDER, InterleavedPolicy, _flatten_content
+from align.building import CHATML, bpe_tokenizer
+from align.interleaved.policy import (
+    AUDIO_PLACEHOLDER,
+    DONE,
+    Grammar,
+    GrammarLogitsProcessor,
+    InterleavedPolicy,
+    flatten_content,
+)
 from align.policy import BOUNDARY, SPEECH, TEXT, SpeechCodec, Trajectory, as_audio, load_codec
 
 MARKERS = ("none", "each_run")
@@ -202,11 +210,11 @@ _T, _S, _BOA, _EOA, _EOS, _OTHER = range(6)
 # TEXT: in pair p's text chunk; SPEECH: in pair p's speech run (a full-size chunk so far); AFTER_RUN: a full run
 # closed by EOA; FINAL_TEXT: the text ran past its chunk (the last pair, the speech is the shorter channel);
 # FINAL_TEXT_SPEECH: that last pair's speech (at most m_p); FINAL_SPEECH: the last pair's speech, unbounded.
-TEXT_CHUNK, SPEECH_RUN, AFTER_RUN, FINAL_TEXT, FINAL_TEXT_SPEECH, FINAL_SPEECH, EOS_NEXT, DONE = range(8)
+TEXT_CHUNK, SPEECH_RUN, AFTER_RUN, FINAL_TEXT, FINAL_TEXT_SPEECH, FINAL_SPEECH, EOS_NEXT = range(7)  # and DONE (7)
 State = tuple[int, int, int, bool]  # (phase, pair, tokens in the current chunk, any speech yet)
 
 
-class NativeGrammar:
+class NativeGrammar(Grammar):
     """The checkpoint's interleave pattern as a state machine over token ids (see the module docstring)."""
 
     def __init__(self, spec: NativeSpec, text_allowed: torch.Tensor):
@@ -289,40 +297,11 @@ class NativeGrammar:
             self._masks[key] = torch.isin(self.kinds, torch.tensor(sorted(kinds))).to(device)
         return self._masks[key]
 
-    def check(self, completion_ids: Sequence[int], finished: bool | None = None) -> None:
-        """Raise ValueError unless ``completion_ids`` is a prefix of the pattern (a full sentence if ``finished``)."""
-        state = self.start()
-        for i, token in enumerate(completion_ids):
-            if state[0] == DONE:
-                raise ValueError(f"tokens after EOS at position {i}")
-            try:
-                state = self.advance(state, int(token))
-            except ValueError as e:
-                raise ValueError(f"position {i}: {e}") from None
-        if finished is not None and (state[0] == DONE) != finished:
-            raise ValueError(f"expected finished={finished}, the sequence ends in phase {state[0]}")
-
-
-class NativeLogitsProcessor(LogitsProcessor):
+class NativeLogitsProcessor(GrammarLogitsProcessor):
     """Masks every token the pattern does not allow at each row's next position (one instance per generate call)."""
 
-    def __init__(self, grammar: NativeGrammar):
-        self.grammar = grammar
-        self.states: list[State] | None = None
-        self.seen = 0  # sequence length already consumed
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.states is None:  # first call: input_ids is the (left-padded) prompt
-            self.states = [self.grammar.start()] * input_ids.shape[0]
-            self.seen = input_ids.shape[1]
-        for row, tokens in enumerate(input_ids[:, self.seen:].tolist()):
-            for token in tokens:
-                self.states[row] = self.grammar.advance(self.states[row], token)
-        self.seen = input_ids.shape[1]
-        if scores.shape[-1] != self.grammar.vocab_size:
-            raise ValueError(f"logits over {scores.shape[-1]} ids, grammar built for {self.grammar.vocab_size}")
-        allowed = torch.stack([self.grammar.mask(self.grammar.allowed(s), scores.device) for s in self.states])
-        return scores.masked_fill(~allowed, float("-inf"))
+    def allowed_mask(self, states: list[State], scores: torch.FloatTensor) -> torch.Tensor:
+        return torch.stack([self.grammar.mask(self.grammar.allowed(s), scores.device) for s in states])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -395,7 +374,7 @@ class NativeInterleavedPolicy(InterleavedPolicy):
         ``audios`` (a path, a `rewards.audio.Audio` or a ``(samples, rate)`` pair): the codec's speech tokens of it,
         between ``<|begin_of_audio|>`` and ``<|end_of_audio|>`` when the tokenizer has them.
         """
-        messages = [{**m, "content": _flatten_content(m.get("content"))} for m in messages]
+        messages = [{**m, "content": flatten_content(m.get("content"))} for m in messages]
         audios = list(audios or [])
         if audios and self.audio_input != "tokens":
             raise ValueError("this checkpoint takes spoken turns as transcripts (audio_input: none)")
@@ -756,10 +735,6 @@ def _dtype(name: str) -> Any:
     return names[name]
 
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 _TINY_CORPUS = ["what is two plus two? two plus two is four.", "say hello in a cheerful voice. hello there!",
                 "what is the capital of france? the capital of france is paris."]
 
@@ -767,18 +742,9 @@ _TINY_CORPUS = ["what is two plus two? two plus two is four.", "say hello in a c
 def tiny_native_tokenizer(corpus: Sequence[str], *, vocab_size: int = 400, speech_vocab: int = 64,
                           extra_special: Sequence[str] = ()) -> Any:
     """An in-memory byte-level BPE (ChatML) that already has ``<|audio_k|>`` and the begin/end-of-audio tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>",
-                                                                         "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator(list(corpus) or _TINY_CORPUS, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        bos_token="<|endoftext|>")
+    tokenizer = bpe_tokenizer(corpus, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], vocab_size=vocab_size,
+                              fallback_corpus=_TINY_CORPUS, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                              bos_token="<|endoftext|>")
     tokenizer.chat_template = CHATML
     # as VITA-Audio's tokenizer: the markers as special tokens, then the speech tokens as ordinary added tokens
     tokenizer.add_tokens(["<|begin_of_audio|>", "<|end_of_audio|>", *extra_special], special_tokens=True)

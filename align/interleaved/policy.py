@@ -22,7 +22,6 @@ Channels: speech-range ids -> SPEECH; BOA/EOA -> BOUNDARY; everything else (text
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from align.building import sampling
 from align.policy import BOUNDARY, PAD_CHANNEL, SPEECH, TEXT, SpeechCodec, Trajectory, as_audio
 
 AUDIO_PLACEHOLDER = "<audio>"  # where an audio turn goes in a message's text (the seed's messages/audios schema)
@@ -158,7 +158,61 @@ _ALLOWED = {
 }
 
 
-class InterleaveGrammar:
+class Grammar:
+    """A completion grammar as a state machine over token ids: a subclass gives ``start()`` and ``advance(state,
+    token)`` (ValueError for a token it does not allow); ``state[0]`` is the phase, `DONE` once EOS is read."""
+
+    def start(self) -> tuple:
+        raise NotImplementedError
+
+    def advance(self, state: tuple, token: int) -> tuple:
+        raise NotImplementedError
+
+    def check(self, completion_ids: Sequence[int], finished: bool | None = None) -> None:
+        """Raise ValueError unless ``completion_ids`` is a prefix of the grammar (a full sentence if ``finished``)."""
+        state = self.start()
+        for i, token in enumerate(completion_ids):
+            if state[0] == DONE:
+                raise ValueError(f"tokens after EOS at position {i}")
+            try:
+                state = self.advance(state, int(token))
+            except ValueError as e:
+                raise ValueError(f"position {i}: {e}") from None
+        if finished is not None and (state[0] == DONE) != finished:
+            raise ValueError(f"expected finished={finished}, the sequence ends in phase {state[0]}")
+
+
+class GrammarLogitsProcessor(LogitsProcessor):
+    """Follows each row of a generate call through a `Grammar` (one instance per call); a subclass masks the
+    scores with `allowed_mask`."""
+
+    def __init__(self, grammar: Grammar):
+        self.grammar = grammar
+        self.states: list[tuple] | None = None
+        self.seen = 0  # sequence length already consumed
+
+    def follow(self, input_ids: torch.LongTensor) -> list[tuple]:
+        """Every row's state after the tokens generated since the last call."""
+        if self.states is None:  # first call: input_ids is the (left-padded) prompt
+            self.states = [self.grammar.start()] * input_ids.shape[0]
+            self.seen = input_ids.shape[1]
+        for row, tokens in enumerate(input_ids[:, self.seen :].tolist()):
+            for token in tokens:
+                self.states[row] = self.grammar.advance(self.states[row], token)
+        self.seen = input_ids.shape[1]
+        return self.states
+
+    def allowed_mask(self, states: list[tuple], scores: torch.FloatTensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        allowed = self.allowed_mask(self.follow(input_ids), scores)
+        if scores.shape[-1] != allowed.shape[-1]:
+            raise ValueError(f"logits over {scores.shape[-1]} ids, grammar built for {allowed.shape[-1]}")
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
+class InterleaveGrammar(Grammar):
     """The completion grammar as a state machine over token ids (see the module docstring)."""
 
     def __init__(self, spec: InterleaveSpec, text_allowed: torch.Tensor):
@@ -204,44 +258,17 @@ class InterleaveGrammar:
             return (EOS_NEXT, 0) if kind in (_TEND, _EOA) else state
         return DONE, 0  # EOS_NEXT + EOS
 
-    def check(self, completion_ids: Sequence[int], finished: bool | None = None) -> None:
-        """Raise ValueError unless ``completion_ids`` is a prefix of the grammar (a full sentence if ``finished``)."""
-        state = self.start()
-        for i, token in enumerate(completion_ids):
-            if state[0] == DONE:
-                raise ValueError(f"tokens after EOS at position {i}")
-            try:
-                state = self.advance(state, token)
-            except ValueError as e:
-                raise ValueError(f"position {i}: {e}") from None
-        if finished is not None and (state[0] == DONE) != finished:
-            raise ValueError(f"expected finished={finished}, the sequence ends in phase {state[0]}")
-
-
-class InterleaveLogitsProcessor(LogitsProcessor):
+class InterleaveLogitsProcessor(GrammarLogitsProcessor):
     """Masks every token the grammar does not allow at each row's next position (one instance per generate call)."""
 
     def __init__(self, grammar: InterleaveGrammar):
-        self.grammar = grammar
-        self.states: list[tuple[int, int]] | None = None
-        self.seen = 0  # sequence length already consumed
+        super().__init__(grammar)
         self.allowed: torch.Tensor | None = None  # the grammar's masks on the logits' device
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.states is None:  # first call: input_ids is the (left-padded) prompt
-            self.states = [self.grammar.start()] * input_ids.shape[0]
-            self.seen = input_ids.shape[1]
-        for row, tokens in enumerate(input_ids[:, self.seen :].tolist()):
-            for token in tokens:
-                self.states[row] = self.grammar.advance(self.states[row], token)
-        self.seen = input_ids.shape[1]
+    def allowed_mask(self, states: list[tuple], scores: torch.FloatTensor) -> torch.Tensor:
         if self.allowed is None or self.allowed.device != scores.device:
             self.allowed = self.grammar.allowed.to(scores.device)
-        phases = torch.tensor([phase for phase, _ in self.states], device=scores.device)
-        allowed = self.allowed[phases]
-        if scores.shape[-1] != allowed.shape[-1]:
-            raise ValueError(f"logits over {scores.shape[-1]} ids, grammar built for {allowed.shape[-1]}")
-        return scores.masked_fill(~allowed, float("-inf"))
+        return self.allowed[torch.tensor([phase for phase, _ in states], device=scores.device)]
 
 
 class InterleavedPolicy:
@@ -296,7 +323,7 @@ class InterleavedPolicy:
         """
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template (set tokenizer.chat_template)")
-        messages = [{**m, "content": _flatten_content(m.get("content"))} for m in messages]
+        messages = [{**m, "content": flatten_content(m.get("content"))} for m in messages]
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         pieces = rendered.split(AUDIO_PLACEHOLDER)
         audios = list(audios or [])
@@ -432,19 +459,11 @@ class InterleavedPolicy:
             use_cache=True,
         )
         device = _device(self.model)
-        was_training = self.model.training
-        self.model.eval()
-        fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if seed is not None else None
         completions: list[list[int]] = []
-        try:
-            with fork or contextlib.nullcontext():
-                if seed is not None:
-                    torch.manual_seed(seed)
-                step = batch_size or len(rows) or 1
-                for start in range(0, len(rows), step):
-                    completions += self._generate_rows(rows[start : start + step], config, device)
-        finally:
-            self.model.train(was_training)
+        with sampling(self.model, seed):
+            step = batch_size or len(rows) or 1
+            for start in range(0, len(rows), step):
+                completions += self._generate_rows(rows[start : start + step], config, device)
         trajs = [self.trajectory(p, c) for p, c in zip(rows, completions)]
         return [trajs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -537,7 +556,7 @@ class InterleavedPolicy:
         }
 
 
-def _flatten_content(content: Any) -> str:
+def flatten_content(content: Any) -> str:
     """Message content as a string: list contents (HF multimodal parts) become text with audio placeholders."""
     if content is None or isinstance(content, str):
         return content or ""

@@ -10,12 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from align.building import CHATML, bpe_tokenizer
 from align.interleaved.policy import InterleavedPolicy, extend_vocab
-
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 class ToneCodec:
@@ -59,18 +55,10 @@ def build_tiny_policy(corpus: Sequence[str], *, hidden_size: int = 64, layers: i
                       ) -> InterleavedPolicy:
     """A tiny random LlamaForCausalLM + a BPE tokenizer trained on ``corpus`` + speech tokens for a `ToneCodec`."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>",
-                                                                         "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator(list(corpus) or ["hello"], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        bos_token="<|endoftext|>")
+    tokenizer = bpe_tokenizer(corpus, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], vocab_size=vocab_size,
+                              eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|endoftext|>")
     tokenizer.chat_template = CHATML
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,

@@ -89,6 +89,26 @@ def read_log(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def killed_and_resumed_align(args: list[str], out: Path, *, kill_after_steps: int = 2, timeout: float = 600):
+    """Run ``wavalign align ARGS --output-dir OUT`` in a subprocess, SIGKILL it once ``kill_after_steps`` steps are
+    logged, then run it again with ``--resume``; returns the resumed run's CompletedProcess."""
+    import signal
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "cli", "align", *args, "--output-dir", str(out)]
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    log = out / "log.csv"
+    while time.time() < deadline and proc.poll() is None and not (
+            log.exists() and len(log.read_text().splitlines()) > kill_after_steps):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return subprocess.run([*command, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def tone(seconds: float, rate: int = 16000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)

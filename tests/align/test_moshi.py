@@ -5,17 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import read_log, tone
+from conftest import killed_and_resumed_align, read_log, tone
 
 from align.moshi import MoshiPolicy, build_moshi_policy, build_tiny_moshi_policy, save_tiny_moshi
 from align.objectives import hybrid_loss
@@ -337,17 +335,7 @@ def test_cli_kill_and_resume(tmp_path, small_data):
                               capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr[-2000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(common + ["--output-dir", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if (out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = subprocess.run(common + ["--output-dir", str(out), "--resume"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = killed_and_resumed_align(common[4:], out, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step" in resumed.stderr
     a, b = read_log(tmp_path / "straight"), read_log(out)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import read_log
+from conftest import killed_and_resumed_align, read_log
 
 from align.interleaved.native import (
     DONE,
@@ -368,10 +368,8 @@ def test_resume_reproduces_the_losses(tmp_path):
 @pytest.mark.slow
 def test_cli_kill_and_resume_reproduces_the_losses(tmp_path):
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     common = [sys.executable, "-m", "cli", "align", "--config", "tiny-interleaved-native", "--max-steps", "4",
@@ -380,16 +378,7 @@ def test_cli_kill_and_resume_reproduces_the_losses(tmp_path):
                               capture_output=True, text=True, timeout=600)
     assert straight.returncode == 0, straight.stderr[-2000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(common + ["--output-dir", str(out)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (
-            (out / "log.csv").exists() and len((out / "log.csv").read_text().splitlines()) >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = subprocess.run(common + ["--output-dir", str(out), "--resume"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = killed_and_resumed_align(common[4:], out)
     assert resumed.returncode == 0 and "resumed from step" in resumed.stderr, resumed.stderr[-2000:]
     a, b = read_log(tmp_path / "straight"), read_log(out)
     assert [r["step"] for r in b] == ["1", "2", "3", "4"]

@@ -305,3 +305,17 @@ def test_eval_answers_the_demo_in_both_channels(tiny_folder, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["model"]["settings"]["policy"] == "omni"
     assert results["model"]["settings"]["policy_info"]["family"] == "omni"
+
+
+def test_lora_talker_trains_only_its_adapters(prompts):
+    policy = build_tiny_omni_policy(CORPUS, seed=3, talker="lora", talker_max_new_tokens=10)
+    trainable = [n for n, p in policy.model.talker.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    target = policy.sft_target(prompts[0], "two plus two is four.")
+    logp, mask, channels = policy.logprobs([target])
+    (-logp[mask & (channels == SPEECH)]).mean().backward()
+    lora_b = [p for n, p in policy.model.talker.named_parameters() if "lora_B" in n]
+    lora_a = [p for n, p in policy.model.talker.named_parameters() if "lora_A" in n]
+    assert all(p.grad is not None for p in lora_b) and any(float(p.grad.abs().sum()) > 0 for p in lora_b)
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in lora_a)  # B starts at 0: A gets none yet
+    assert policy.info()["talker"] == "lora"

@@ -204,3 +204,27 @@ def test_micro_batches_change_nothing_that_is_logged(tmp_path):
         for key in ("loss", "loss_sft", "loss_grpo", "w_rl", "w_sft", "kl_text", "kl_speech", "kl_all"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), (a["step"], key)
     assert float(read_log(tmp_path / "many")[-1]["kl_speech"]) > 0  # the policy moved: KL measured, not 0
+
+
+def test_a_spoken_row_without_a_transcript_is_reported_for_a_text_policy(tmp_path):
+    """The tiny policy takes text: a seed row whose user turn is only audio, with no question_text, is skipped with a
+    message (never asked as an empty question); the other rows train."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "q.wav", np.zeros(8000, dtype=np.float32), 16000)
+    rows = [{"messages": [{"role": "user", "content": "<|audio|>"}], "audios": ["q.wav"],
+             "sft_target_text": "Four."},
+            {"messages": [{"role": "user", "content": "<|audio|>"}], "audios": ["q.wav"],
+             "question_text": "What is two plus two?", "sft_target_text": "Two plus two is four."},
+            {"prompt": "What is three plus three?", "reference": "Six."}]
+    data = tmp_path / "seed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    messages: list[str] = []
+    train(load_config("tiny", {"data": str(data), "mode": "sft", "sft_rollouts": False, "max_steps": 1,
+                               "output_dir": str(tmp_path / "run")}), log=messages.append)
+    assert any("line1: a spoken user turn without question_text" in m and "skipped" in m for m in messages), messages
+    assert not any("line2" in m for m in messages)
+    assert len(read_log(tmp_path / "run")) == 1

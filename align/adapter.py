@@ -111,11 +111,10 @@ class PolicyAdapter:
         audios: list[tuple[np.ndarray, int]] = []
         if self.use_system_prompt and request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
-        current = Turn("user", request.text, request.audio, request.sample_rate) if (
-            request.audio is not None or request.text is not None) else None
         try:
-            if current is None or (request.audio is None and not (request.text or "").strip()):
+            if request.audio is None and not (request.text or "").strip():
                 raise ValueError("the request has neither audio nor text")
+            current = Turn("user", request.text, request.audio, request.sample_rate)
             for k, turn in enumerate((*request.history, current)):
                 last = k == len(request.history)
                 content, source = self._turn_content(turn, audios)
@@ -125,7 +124,8 @@ class PolicyAdapter:
                         response.meta["transcript"] = content
                 if not content.strip():
                     where = "question" if last else f"turn {k + 1}"
-                    raise ValueError(f"the ASR front-end heard no words in the {where} audio")
+                    raise ValueError(f"the ASR front-end heard no words in the {where} audio" if source == "asr"
+                                     else f"the {where} is empty")
                 messages.append({"role": turn.role, "content": content.strip() if source != "audio" else content})
             if request.history:
                 response.meta["history_turns"] = len(request.history)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from align.building import first_line
 from align.data import Cursor, Example, read_examples
 from align.objectives import (
     MODES,
@@ -442,11 +443,13 @@ def _usable(policy, examples: list[Example], log) -> list[Example]:
     ``question_text`` (reported and skipped otherwise, never replaced by an empty question)."""
     if getattr(policy, "hears_audio", False):
         return examples
-    keep = [e for e in examples if not e.audios or (e.question_text or "").strip()]
+    keep = []
     for e in examples:
         if e.audios and not (e.question_text or "").strip():
             log(f"data: {e.id}: a spoken user turn without question_text, and policy {policy.family} does not "
                 "hear audio; skipped")
+        else:
+            keep.append(e)
     if not keep:
         raise ValueError("no training row can reach this policy (spoken turns need question_text)")
     return keep
@@ -489,7 +492,7 @@ def _build_targets(policy, examples: list[Example], log) -> tuple[list[Example],
             cache[e.id] = policy.sft_target(_prompt(policy, e), e.target_text, audio=e.target_audio)
             keep.append(e)
         except (ValueError, OSError) as err:
-            log(f"data: {e.id}: no SFT target ({str(err).strip().splitlines()[0]}); skipped")
+            log(f"data: {e.id}: no SFT target ({first_line(err)}); skipped")
     if not keep:
         raise ValueError("no training row has a usable SFT target")
     return keep, cache

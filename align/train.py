@@ -425,7 +425,7 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         if writer is None:
             continue  # other processes: rank 0 logs and checkpoints
         writer.write(row)
-        log(f"step {step}: reward {row['reward_mean']:.4f} λ {lam:.3f} loss {row['loss']:.4f} "
+        log(f"step {step}: reward {_fmt(row['reward_mean'])} λ {lam:.3f} loss {_fmt(row['loss'])} "
             f"({row['seconds']:.1f} s)")
 
         # 6. checkpoint
@@ -631,6 +631,11 @@ class _reference:
         if self._ctx is not None:
             self._ctx.__exit__(*exc)
         return False
+
+
+def _fmt(value: float | None) -> str:
+    """A log figure: 4 decimals, or "none" (every reward of a step can fail; the run goes on)."""
+    return "none" if value is None else f"{value:.4f}"
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -228,3 +228,34 @@ def test_a_spoken_row_without_a_transcript_is_reported_for_a_text_policy(tmp_pat
     assert any("line1: a spoken user turn without question_text" in m and "skipped" in m for m in messages), messages
     assert not any("line2" in m for m in messages)
     assert len(read_log(tmp_path / "run")) == 1
+
+
+class NeverScorer:
+    """A reward that can never score (every value None, with its reason)."""
+
+    name, version, higher_is_better = "never", "1", True
+    requires = frozenset({"text"})
+
+    def score(self, samples):
+        from rewards.base import Score
+
+        return [Score(value=None, error="cannot score") for _ in samples]
+
+    def info(self):
+        from rewards.base import ScorerInfo
+
+        return ScorerInfo(self.name, self.version, True, self.requires, {})
+
+
+def test_a_step_whose_rewards_all_fail_is_logged_and_the_run_goes_on(tmp_path):
+    from rewards.registry import register
+
+    register("never", "test_train:NeverScorer")
+    messages: list[str] = []
+    cfg = load_config("tiny", {"max_steps": 2, "output_dir": str(tmp_path / "run"),
+                               "reward": {"components": [{"scorer": "never", "weight": 1.0}]}})
+    train(cfg, log=messages.append)
+    rows = read_log(tmp_path / "run")
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert all(r["reward_mean"] == "" and int(r["reward_none"]) == 8 for r in rows)  # None, never a number
+    assert any("step 2: reward none" in m for m in messages), messages

@@ -169,9 +169,11 @@ class ResponsesFile:
     """Existing text outputs in a JSONL file, one object per item with the answer under ``response`` (VoiceBench's
     output files), ``text``, ``answer`` or ``output``; optionally ``audio`` (a path relative to the file).
 
-    Rows with an ``id`` are matched by id; rows without one are matched by position with the benchmark's items
-    (VoiceBench writes its outputs in dataset order). When the rows also carry the items' own fields (``prompt``,
-    ``reference``...), `wavalign eval` can score the file without the benchmark's data (`item_rows`).
+    When the rows also carry the items' own fields (``prompt``, ``reference``...), `wavalign eval` can score the
+    file without the benchmark's data (`item_rows`): the rows are the items, row k answers item k, and a row's own
+    ``id`` is its item's id. Against the benchmark's data (`bind`), rows are matched by id when both sides have ids
+    (every row an ``id``, and the items ids of their own), else by position (VoiceBench writes its outputs in dataset
+    order); `matched_by` says which.
     """
 
     def __init__(self, path: str | Path, name: str | None = None):
@@ -187,6 +189,9 @@ class ResponsesFile:
             raise AdapterError(f"responses file {self.path} has no rows")
         self.by_id = {str(r["id"]): r for r in self.rows if r is not None and r.get("id") is not None}
         self._position: dict[str, int] = {}
+        # until `bind` knows the items: by id when any row has one
+        self._by_position = not self.by_id
+        self.matched_by = "position" if self._by_position else "id"
 
     def info(self) -> dict[str, Any]:
         return {"adapter": "responses", "path": str(self.path), "rows": len(self.rows)}
@@ -198,12 +203,32 @@ class ResponsesFile:
             return good
         return None
 
-    def bind(self, item_ids: Sequence[str]) -> None:
-        """The benchmark's item ids in order, for matching rows without ids by position."""
+    @property
+    def has_ids(self) -> bool:
+        """Every row is an object with an ``id``."""
+        return all(r is not None and r.get("id") is not None for r in self.rows)
+
+    def bind(self, item_ids: Sequence[str], *, items_have_ids: bool, rows_are_items: bool = False) -> str:
+        """Decide how rows answer the benchmark's items (ids in benchmark order) and return it: ``id`` or
+        ``position``.
+
+        Args:
+            items_have_ids: the items' ids come from their data (not generated ``<split>-<index>``).
+            rows_are_items: the items were made from these rows (`item_rows`), in order.
+        """
         self._position = {item_id: k for k, item_id in enumerate(item_ids)}
+        if rows_are_items:  # item k is row k; its id is the row's own when the row has one
+            self.matched_by = "id" if self.has_ids else "position"
+            self._by_position = True
+        else:
+            # a file keyed by the generated ids (e.g. written from an earlier run) is matched by them too
+            keyed = bool(item_ids) and all(i in self.by_id for i in item_ids)
+            self.matched_by = "id" if self.has_ids and (items_have_ids or keyed) else "position"
+            self._by_position = self.matched_by == "position"
+        return self.matched_by
 
     def _row(self, item_id: str) -> tuple[dict[str, Any] | None, str | None]:
-        if self.by_id:
+        if not self._by_position:
             row = self.by_id.get(item_id)
             return (row, None) if row is not None else (None, f"no row with id '{item_id}' in {self.path.name}")
         k = self._position.get(item_id)

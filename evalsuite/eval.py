@@ -158,25 +158,41 @@ def distributed_env() -> tuple[int, int, int]:
 def load_benchmark_items(benchmark: Benchmark, config: EvalConfig, adapter: ModelAdapter | None = None
                          ) -> tuple[list[BenchItem], str]:
     """The benchmark's items (first ``limit``) and where they came from. A responses file that carries the items'
-    fields is the data when no ``--data`` is given and the definition has no local copy."""
+    fields is the data when no ``--data`` is given and the definition has no local copy: its rows are the items, and
+    its own ids (when every row has one) are the item ids. The adapter, when it matches rows to items (``bind``), is
+    told how the items were made."""
+    items, where, rows_are_items, items_have_ids = _items(benchmark, config, adapter)
+    if config.limit is not None:
+        items = items[: config.limit]
+    if callable(getattr(adapter, "bind", None)):
+        adapter.bind([item.id for item in items], items_have_ids=items_have_ids, rows_are_items=rows_are_items)
+    return items, where
+
+
+def _items(benchmark: Benchmark, config: EvalConfig, adapter: ModelAdapter | None
+           ) -> tuple[list[BenchItem], str, bool, bool]:
+    """(items, where, made from the adapter's rows, ids taken from the data rather than generated)."""
     source = benchmark.source
+    fields = dict(benchmark.fields)
     rows_from_adapter = getattr(adapter, "item_rows", None)
     local = source.get("local")
     has_local = bool(local) and (benchmark.base_dir / local).exists()
-    if config.data is None and not has_local and rows_from_adapter is not None and rows_from_adapter() is not None:
-        rows, where = rows_from_adapter(), f"items from {getattr(adapter, 'path', 'the responses file')}"
+    adapter_rows = rows_from_adapter() if config.data is None and not has_local and rows_from_adapter else None
+    if adapter_rows is not None:
+        rows, where = adapter_rows, f"items from {getattr(adapter, 'path', 'the responses file')}"
         folder = Path(getattr(adapter, "path", Path.cwd())).parent
-        with_audio = False  # outputs files carry the items' text fields, not their audio
-    else:
-        data = Path(config.data).expanduser() if config.data else None
-        rows, where = load_rows(source, data=data, base_dir=benchmark.base_dir)
-        folder = data_dir(source, data=data, base_dir=benchmark.base_dir)
-        with_audio = True
-    items = to_items(rows, benchmark.fields, split_name=split_label(source), data_dir=folder,
-                     with_audio=with_audio)
-    if config.limit is not None:
-        items = items[: config.limit]
-    return items, where
+        own = fields.get("id")
+        if not (own and all(row.get(own) is not None for row in rows)):
+            # the definition's id column is not in the file (VoiceBench's is null): the file's own ids, if complete
+            fields["id"] = "id" if all(row.get("id") is not None for row in rows) else None
+        items = to_items(rows, fields, split_name=split_label(source), data_dir=folder,
+                         with_audio=False)  # outputs files carry the items' text fields, not their audio
+        return items, where, True, fields["id"] is not None
+    data = Path(config.data).expanduser() if config.data else None
+    rows, where = load_rows(source, data=data, base_dir=benchmark.base_dir)
+    folder = data_dir(source, data=data, base_dir=benchmark.base_dir)
+    items = to_items(rows, fields, split_name=split_label(source), data_dir=folder)
+    return items, where, False, fields.get("id") is not None
 
 
 def run_eval(
@@ -201,8 +217,6 @@ def run_eval(
     out = Path(out_dir)
     items, data_source = load_benchmark_items(benchmark, config, adapter)
     ids = [item.id for item in items]
-    if hasattr(adapter, "bind"):
-        adapter.bind(ids)
     plan = plan_scorers(benchmark, config)
     metrics_plan = _metrics_plan(benchmark, plan)
 
@@ -638,6 +652,8 @@ def _results(benchmark: Benchmark, settings: dict[str, Any], metrics_plan: Seque
                                "where": dict(s.spec.where) if s.spec.where else None} for s in scorings},
         "metrics": _metric_values(rows, metrics_plan),
         "primary": benchmark.primary,
+        # how a responses file's rows answered the items: "id" or "position" (None: the model answered them)
+        "responses_matched_by": getattr(adapter, "matched_by", None),
         "n_items": len(ids),
         "n_rows": len(rows),
         "n_responded": sum(1 for r in rows if not r.get("response.error")),

@@ -208,6 +208,72 @@ def test_responses_file_with_item_fields_needs_no_benchmark_data(tmp_path):
     assert result.results["metrics"]["acc"]["value"] == pytest.approx(200 / 3)
 
 
+VOICEBENCH = REPO / "tests" / "data" / "voicebench"
+OBQA = [("Which of these would help a plant grow? A. darkness, B. sunlight, C. salt water, D. a closed box.", "B"),
+        ("What is made of many cells? A. a rock, B. a coin, C. a dog, D. a spoon.", "C")]  # the fixture's rows
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_responses_file_that_is_the_data_keeps_its_own_ids(tmp_path):
+    """voicebench-openbookqa maps no id: a file that is the data gives its rows' ids to the items (issue #11)."""
+    outputs = _jsonl(tmp_path / "obqa.jsonl", [
+        {"id": "obqa-7", "prompt": OBQA[1][0], "reference": "C", "response": "It is C, a dog."},
+        {"id": "obqa-3", "prompt": OBQA[0][0], "reference": "B", "response": "D"}])
+    result = run_eval(load_benchmark("voicebench-openbookqa"), build_adapter(f"responses:{outputs}"),
+                      tmp_path / "run", progress=False)
+    rows = _rows(tmp_path / "run")
+    assert [(r["id"], r["response.error"], r["mcq.value"]) for r in rows] == [("obqa-7", None, 1.0),
+                                                                              ("obqa-3", None, 0.0)]
+    assert result.results["responses_matched_by"] == "id"
+    assert result.results["config"]["data_source"] == f"items from {outputs}"
+
+
+def test_responses_file_with_data_matches_by_id_when_both_sides_have_ids(tmp_path):
+    """bbh's items have ids; the file lists them in the other order, so matching by position would swap them."""
+    outputs = _jsonl(tmp_path / "bbh.jsonl", [{"id": "hyperbaton_0", "response": "The answer is (A)."},
+                                               {"id": "sports_understanding_0", "response": "No, not plausible."}])
+    result = run_eval(load_benchmark("voicebench-bbh"), build_adapter(f"responses:{outputs}"), tmp_path / "run",
+                      EvalConfig(data=str(VOICEBENCH)), progress=False)
+    rows = {r["id"]: r for r in _rows(tmp_path / "run")}
+    assert rows["sports_understanding_0"]["response.text"] == "No, not plausible."
+    assert rows["hyperbaton_0"]["response.text"] == "The answer is (A)."
+    assert result.results["responses_matched_by"] == "id"
+    assert result.results["metrics"]["accuracy"]["value"] == 100.0
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_responses_file_with_data_matches_by_position_without_item_ids(tmp_path, with_ids):
+    """openbookqa's items have no ids: rows answer items in order, whatever ids the file has (issue #11: a file
+    with ids failed every item, "no row with id 'test-0000'")."""
+    rows = [{"response": "B. Sunlight."}, {"response": "A rock, so A."}]
+    if with_ids:
+        rows = [{"id": f"vb-{k}", **r} for k, r in enumerate(rows)]
+    outputs = _jsonl(tmp_path / "obqa.jsonl", rows)
+    result = run_eval(load_benchmark("voicebench-openbookqa"), build_adapter(f"responses:{outputs}"),
+                      tmp_path / "run", EvalConfig(data=str(VOICEBENCH)), progress=False)
+    got = _rows(tmp_path / "run")
+    assert [(r["id"], r["response.text"], r["mcq.value"]) for r in got] == [
+        ("test-0000", "B. Sunlight.", 1.0), ("test-0001", "A rock, so A.", 0.0)]
+    assert [r["reference"] for r in got] == [ref for _, ref in OBQA]
+    assert result.results["responses_matched_by"] == "position"
+    assert result.results["config"]["data_source"] == str(VOICEBENCH)
+
+
+def test_responses_file_without_item_ids_on_one_row_goes_by_position(tmp_path):
+    """A file that is the data but where one row lacks an id: generated ids for all, by position."""
+    outputs = _jsonl(tmp_path / "obqa.jsonl", [
+        {"id": "obqa-3", "prompt": OBQA[0][0], "reference": "B", "response": "B"},
+        {"prompt": OBQA[1][0], "reference": "C", "response": "C"}])
+    result = run_eval(load_benchmark("voicebench-openbookqa"), build_adapter(f"responses:{outputs}"),
+                      tmp_path / "run", progress=False)
+    assert [(r["id"], r["mcq.value"]) for r in _rows(tmp_path / "run")] == [("test-0000", 1.0), ("test-0001", 1.0)]
+    assert result.results["responses_matched_by"] == "position"
+
+
 def test_responses_folder_matches_ids_and_reports_missing(tmp_path):
     bench = load_benchmark(_benchmark(tmp_path))
     answers = tmp_path / "answers"

@@ -166,12 +166,14 @@ def eval_(
     resume: Annotated[bool, typer.Option(help="Continue the run in the output folder (same settings).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in the output folder.")] = False,
     leaderboard: Annotated[bool, typer.Option(help="Also rebuild the leaderboard of the runs next to this one (in the output's parent folder).")] = True,
+    strict: Annotated[bool, typer.Option(help="Exit 1 when any item has an error (a scorer that does not apply, e.g. to a text-only answer, is no error).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a model on a benchmark and score its answers: samples.jsonl, samples.csv, results.json.
 
-    Exit status: 0 when every item was answered and scored, 1 when the run completed with per-item errors
-    (recorded in samples.jsonl), 2 for usage errors."""
+    Exit status: 0 when the run completed, per-item errors included (each recorded in samples.jsonl and counted in
+    results.json); with --strict, 1 when any item has an error; 1 when items are missing from the run; 2 for usage
+    errors."""
     from evalsuite.adapters import AdapterError, build_adapter
     from evalsuite.benchmark import BenchmarkError, list_benchmarks, load_benchmark
 
@@ -221,7 +223,7 @@ def eval_(
         board_csv = out.parent / "leaderboard.csv"
         build_leaderboard([out.parent], board_csv, suites=suites())
         typer.echo(f"wrote {board_csv} (+ .md, .png)")
-    if not result.all_scored:
+    if not result.results["complete"] or (strict and result.results["n_items_with_errors"]):
         raise typer.Exit(code=1)
 
 
@@ -235,12 +237,13 @@ def _print_results(results: dict, n_resumed: int) -> None:
     metrics = results["metrics"]
     width = max([len(k) for k in metrics] + [6])
     typer.echo(f"{results['benchmark']['name']} / {results['model']['name']}")
-    typer.echo(f"{'metric':<{width}}  {'value':>9}  {'stderr':>8}  {'n':>5}  {'failed':>6}")
+    typer.echo(f"{'metric':<{width}}  {'value':>9}  {'stderr':>8}  {'n':>5}  {'failed':>6}  {'n/a':>5}")
     for name, m in metrics.items():
         value = "-" if m["value"] is None else f"{m['value']:.2f}"
         err = "-" if m["stderr"] is None else f"{m['stderr']:.2f}"
         mark = "*" if name == results["primary"] else " "
-        typer.echo(f"{name:<{width}}{mark} {value:>9}  {err:>8}  {m['n']:>5}  {m['n_failed']:>6}")
+        typer.echo(f"{name:<{width}}{mark} {value:>9}  {err:>8}  {m['n']:>5}  {m['n_failed']:>6}  "
+                   f"{m.get('n_not_applicable', 0):>5}")
     extra = f", {n_resumed} resumed from an earlier run" if n_resumed else ""
     typer.echo(f"{results['n_rows']}/{results['n_items']} items, {results['n_items_with_errors']} with errors{extra}")
 

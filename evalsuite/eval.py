@@ -31,7 +31,7 @@ from evalsuite.data import BenchItem, data_dir, item_audio, item_history, load_r
 from evalsuite.results import RowWriter, _stderr, column_stats, environment, read_rows, write_csv, write_json
 from evalsuite.scoring import RunConflictError, _comparable, _progress, run_scorer
 from rewards.audio import AudioError, AudioLimits, to_mono, validate
-from rewards.base import Sample, Scorer, one_line
+from rewards.base import Sample, Scorer, not_applicable, one_line
 from rewards.registry import build
 
 SAMPLES_JSONL = "samples.jsonl"
@@ -473,6 +473,12 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
                 rows[k][f"{s.prefix}.error"] = f"no response: {failed}"
                 continue
             view, problem = _view(samples[k], rows[k], s.on)
+            reason = not_applicable(view, frozenset(s.scorer.requires)) or _no_speech_to_read(rows[k], s.on, problem)
+            if reason:  # not an error: a speech scorer on a text-only answer, counted apart
+                rows[k][f"{s.prefix}.value"] = None
+                rows[k][f"{s.prefix}.error"] = None
+                rows[k][f"{s.prefix}.not_applicable"] = reason
+                continue
             if problem:
                 rows[k][f"{s.prefix}.value"] = None
                 rows[k][f"{s.prefix}.error"] = problem
@@ -481,6 +487,13 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
             runnable.append(k)
         run_scorer(s.scorer, samples, rows, runnable, timings, prefix=s.prefix, views=views)
     return rows
+
+
+def _no_speech_to_read(row: dict[str, Any], on: str, problem: str | None) -> str | None:
+    """A scorer reading the transcript does not apply where asr did not (the answer has no speech)."""
+    if problem and on != "text" and row.get("asr.not_applicable"):
+        return f"no transcript to read: {row['asr.not_applicable']}"
+    return None
 
 
 def _view(sample: Sample, row: dict[str, Any], on: str) -> tuple[Sample, str | None]:
@@ -569,8 +582,9 @@ def _columns(rows: Sequence[dict[str, Any]], prefixes: Sequence[str]) -> list[st
                 extra.append(key)
     cols = [*BASE_COLUMNS, *extra]
     for p in prefixes:
-        metric_cols = [c for c in seen[p] if c not in (f"{p}.value", f"{p}.error")]
-        cols += [f"{p}.value", *metric_cols, f"{p}.error"]
+        last = (f"{p}.error", f"{p}.not_applicable")
+        metric_cols = [c for c in seen[p] if c != f"{p}.value" and c not in last]
+        cols += [f"{p}.value", *metric_cols, *(c for c in last if c == f"{p}.error" or c in seen[p])]
     return cols
 
 
@@ -588,8 +602,8 @@ def _number(v: Any) -> float | None:
 def metric_value(rows: Sequence[dict[str, Any]], metric: Mapping[str, Any],
                  done: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """mean × scale over the items the metric applies to whose column has a number (the others with the column
-    present but empty count as failed); the pooled ratio with a ``denominator``; the mean of earlier metrics
-    (``done``) with ``mean_of``."""
+    present but empty count as failed; those its scorer does not apply to, as not applicable); the pooled ratio
+    with a ``denominator``; the mean of earlier metrics (``done``) with ``mean_of``."""
     scale = metric["scale"]
     common = {"scale": scale, "column": metric["column"], "higher_is_better": metric["higher_is_better"],
               "where": metric.get("where"), "description": metric.get("description", "")}
@@ -599,11 +613,18 @@ def metric_value(rows: Sequence[dict[str, Any]], metric: Mapping[str, Any],
         value = None if any(v is None for v in values) else sum(values) / len(values)
         return {"value": None if value is None else round(value, 6), "stderr": None,
                 "n": min((p.get("n", 0) for p in parts), default=0),
-                "n_failed": max((p.get("n_failed", 0) for p in parts), default=0), **common,
+                "n_failed": max((p.get("n_failed", 0) for p in parts), default=0),
+                "n_not_applicable": max((p.get("n_not_applicable", 0) for p in parts), default=0), **common,
                 "mean_of": list(metric["mean_of"])}
-    values, denominators, failed = [], [], 0
+    values, denominators, failed, inapplicable = [], [], 0, 0
+    prefix = metric["column"].partition(".")[0]
     for row in rows:
-        if not matches(metric.get("where"), _row_fields(row)) or metric["column"] not in row:
+        if not matches(metric.get("where"), _row_fields(row)):
+            continue
+        if row.get(f"{prefix}.not_applicable"):  # the scorer does not apply (a text-only answer): not a failure
+            inapplicable += 1
+            continue
+        if metric["column"] not in row:
             continue
         v = _number(row[metric["column"]])
         d = _number(row.get(metric["denominator"])) if metric.get("denominator") else 1.0
@@ -624,7 +645,7 @@ def metric_value(rows: Sequence[dict[str, Any]], metric: Mapping[str, Any],
     return {
         "value": None if mean is None else round(mean * scale, 6),
         "stderr": None if stderr is None else round(stderr * scale, 6),
-        "n": len(values), "n_failed": failed, **common,
+        "n": len(values), "n_failed": failed, "n_not_applicable": inapplicable, **common,
         **({"denominator": metric["denominator"]} if metric.get("denominator") else {}),
     }
 
@@ -658,6 +679,8 @@ def _results(benchmark: Benchmark, settings: dict[str, Any], metrics_plan: Seque
         "n_rows": len(rows),
         "n_responded": sum(1 for r in rows if not r.get("response.error")),
         "n_items_with_errors": with_errors,
+        # per scorer, the items it does not apply to (speech scorers on text-only answers): not errors
+        "n_not_applicable": {p: sum(1 for r in rows if r.get(f"{p}.not_applicable")) for p in prefixes},
         "complete": len(rows) == len(ids),
         "columns": column_stats(rows, [c for c in _columns(rows, prefixes)
                                        if c.split(".", 1)[0] in prefixes or c == "response.seconds"]),

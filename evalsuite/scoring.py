@@ -227,6 +227,8 @@ def run_scorer(
                 value = None
             row[f"{prefix}.{metric}"] = value
         row[f"{prefix}.error"] = "; ".join(problems) or None
+        if score.not_applicable:
+            row[f"{prefix}.not_applicable"] = score.not_applicable
         if isinstance(score.metrics.get("words"), list):
             # Word timings (asr with word_timestamps) are an input of later scorers (prosody's speaking rate).
             samples[k] = replace(samples[k], meta={**samples[k].meta, "words": score.metrics["words"]})

@@ -54,19 +54,28 @@ class Score:
         metrics: named sub-scores (``{"wer_consistency": 0.12, "transcript": "..."}``); a sub-score that could
             not be computed is None (e.g. ``wer_reference`` without a reference).
         error: why the sample (or part of it) could not be scored.
+        not_applicable: why the scorer does not apply to this sample (an audio scorer on a text-only answer): not
+            an error, and never a number (``value`` stays None); counted apart from the failures.
     """
 
     value: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    not_applicable: str | None = None
 
     @classmethod
     def failed(cls, reason: str, **metrics: Any) -> Score:
         return cls(value=None, metrics=dict(metrics), error=reason)
 
+    @classmethod
+    def inapplicable(cls, reason: str) -> Score:
+        return cls(value=None, not_applicable=reason)
+
     def __post_init__(self) -> None:
         if self.value is not None and not math.isfinite(self.value):
             raise ValueError(f"score value must be finite or None, got {self.value!r}")
+        if self.not_applicable and (self.value is not None or self.error):
+            raise ValueError("a score that does not apply has no value and no error")
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,14 @@ def missing_inputs(sample: Sample, requires: frozenset[str]) -> list[str]:
         if value is None or (isinstance(value, str) and not value.strip()):
             missing.append(name)
     return missing
+
+
+def not_applicable(sample: Sample, requires: frozenset[str]) -> str | None:
+    """Why a scorer that ``requires`` these inputs does not apply to ``sample``, or None: a scorer of speech on an
+    answer with no speech at all (text only). Any other missing input is the sample's failure, not this."""
+    if "audio" in requires and sample.audio is None:
+        return "no audio: the answer is text only"
+    return None
 
 
 def score_each(scorer: Scorer, samples: Sequence[Sample]) -> list[Score]:

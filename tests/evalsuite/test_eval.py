@@ -342,9 +342,75 @@ def test_cli_eval_exit_codes_and_list(tmp_path):
     path = _benchmark(tmp_path, extra_items=extra)
     failed = _cli("eval", "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "-o", str(tmp_path / "r"),
                   "--no-progress")
-    assert failed.returncode == 1, failed.stderr
+    assert failed.returncode == 0, failed.stderr  # a completed run, its per-item error recorded (issue #11)
     assert "6/6 items, 1 with errors" in failed.stdout
     assert (tmp_path / "leaderboard.csv").is_file()
+    strict = _cli("eval", "--benchmark", str(path), "--model", f"{FAKES}:EchoAdapter", "-o", str(tmp_path / "r"),
+                  "--no-progress", "--resume", "--strict")
+    assert strict.returncode == 1 and "6/6 items, 1 with errors" in strict.stdout, strict.stderr
+
+
+def _text_only_run(tmp_path: Path, answers: list[str | None], *flags: str):
+    """`wavalign eval` (in process) on a text-judged definition that also has speech scorers (asr, loudness,
+    prosody, and a scorer reading the transcript), answered by a text-only responses file that is the data."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    definition = {"name": "text-judged", "version": 1, "source": {"hf": "nobody/offline-only", "split": "test"},
+                  "fields": {"id": "id", "prompt": "prompt", "reference": "reference"},
+                  "scorers": [{"name": "mcq", "on": "auto"}, {"name": "asr"}, {"name": "loudness"},
+                              {"name": "prosody"}, {"name": f"{FAKES}:WordsInAnswerScorer", "column": "heard",
+                               "on": "transcript"}],
+                  "metrics": [{"name": "accuracy", "column": "mcq.value", "scale": 100},
+                              {"name": "level", "column": "loudness.value"},
+                              {"name": "wer", "column": "asr.wer_consistency", "higher_is_better": False},
+                              {"name": "heard_words", "column": "heard.value"}],
+                  "primary": "accuracy"}
+    tmp_path.mkdir(exist_ok=True)
+    path = tmp_path / "text-judged.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    rows = []
+    for k, (prompt, reference) in enumerate(OBQA):
+        rows.append({"id": f"q{k}", "prompt": prompt, "reference": reference,
+                     **({"response": answers[k]} if answers[k] is not None else {})})
+    outputs = _jsonl(tmp_path / "answers.jsonl", rows)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["eval", "-b", str(path), "--model", f"responses:{outputs}", "-o", str(out),
+                                      "--no-progress", "--no-leaderboard", *flags])
+    return result, out
+
+
+def test_text_only_answers_leave_no_errors_and_exit_0(tmp_path):
+    result, out = _text_only_run(tmp_path, ["B, sunlight.", "A"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_items_with_errors"] == 0 and res["complete"]
+    m = res["metrics"]["accuracy"]
+    assert (m["value"], m["n"], m["n_failed"], m["n_not_applicable"]) == (50.0, 2, 0, 0)
+    for metric in ("level", "wer", "heard_words"):  # the speech scorers: counted apart, never a number
+        m = res["metrics"][metric]
+        assert (m["value"], m["n"], m["n_failed"], m["n_not_applicable"]) == (None, 0, 0, 2), metric
+    assert res["n_not_applicable"] == {"asr": 2, "mcq": 0, "loudness": 2, "prosody": 2, "heard": 2}
+    for row in _rows(out):
+        for prefix in ("asr", "loudness", "prosody", "heard"):
+            assert row[f"{prefix}.value"] is None and row[f"{prefix}.error"] is None
+            assert row[f"{prefix}.not_applicable"], prefix
+        assert "mcq.not_applicable" not in row
+    assert "text only" in _rows(out)[0]["loudness.not_applicable"]
+    assert "no transcript to read" in _rows(out)[0]["heard.not_applicable"]
+
+
+def test_strict_exits_1_when_an_item_has_an_error(tmp_path):
+    result, out = _text_only_run(tmp_path, ["B", None])  # the second row has no answer: an error
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_items_with_errors"] == 1 and res["metrics"]["accuracy"]["n_failed"] == 1
+    assert "no response/text/answer/output or audio" in _rows(out)[1]["response.error"]
+    strict, _ = _text_only_run(tmp_path / "again", ["B", None], "--strict")
+    assert strict.exit_code == 1, strict.output
+    clean, _ = _text_only_run(tmp_path / "clean", ["B", "C"], "--strict")
+    assert clean.exit_code == 0, clean.output
 
 
 @pytest.mark.slow

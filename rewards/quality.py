@@ -18,6 +18,11 @@ Backends (``backends=("dnsmos", "distillmos")`` by default, both offline):
                 ``utmos22_strong_step7459_v1.pt``) or put that file in the torch hub cache.
 
 ``value`` (the reward) is the first backend's headline MOS (OVRL for dnsmos) mapped to [0, 1] by (MOS − 1) / 4.
+
+Short clips: each backend takes what its model takes (`MIN_SAMPLES`). DNSMOS repeats a clip shorter than its window
+to fill it and DistillMOS zero-pads it to its segment, as their reference code does, so any non-empty clip gets a
+MOS (a 0.31 s "A" too); UTMOS's wav2vec 2.0 front end needs one 25 ms frame (400 samples). A clip below a backend's
+minimum is that backend's error on the item, never a number.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from rewards.models import ModelUnavailableError, cached, package_dir, verified_
 
 SAMPLE_RATE = 16000
 BACKENDS = ("dnsmos", "distillmos", "utmos")
+# The shortest clip (samples at 16 kHz) each model takes: DNSMOS repeats a short clip to fill its 9.01 s window
+# (Microsoft's dnsmos_local.py, speechmos), DistillMOS zero-pads to 7.68 s (its own forward), UTMOS's wav2vec 2.0
+# feature encoder has a 400-sample receptive field (rewards/utmos.py refuses less).
+MIN_SAMPLES = {"dnsmos": 1, "distillmos": 1, "utmos": 400}
 HEADLINE = {"dnsmos": "dnsmos_ovrl", "distillmos": "distillmos", "utmos": "utmos"}
 METRICS = {
     "dnsmos": ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"),
@@ -287,11 +296,15 @@ class QualityScorer:
     higher_is_better = True
     requires = frozenset({"audio"})
     sample_rate = SAMPLE_RATE
-    min_seconds = 0.5
 
     def __init__(self, config: QualityConfig | None = None, **overrides: Any):
         self.config = replace(config or QualityConfig(), **overrides)
         self._models: dict[str, Any] = {}
+
+    @property
+    def min_seconds(self) -> float:
+        """The shortest clip any configured backend scores (each backend checks its own minimum too)."""
+        return min(MIN_SAMPLES[b] for b in self.config.backends) / SAMPLE_RATE
 
     def prepare(self) -> None:
         """Load every backend now, so a missing model is one clear error before any item is scored."""
@@ -327,6 +340,7 @@ class QualityScorer:
             ) + ")",
         }
         settings["models"] = {b: settings["models"][b] for b in self.config.backends}
+        settings["min_samples"] = {b: MIN_SAMPLES[b] for b in self.config.backends}
         return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires, settings)
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
@@ -338,19 +352,29 @@ class QualityScorer:
         errors: list[list[str]] = [[] for _ in todo]
         for backend in cfg.backends:
             model = self._model(backend)
+            fits = []  # the clips long enough for this backend's model
+            for k, audio in enumerate(audios):
+                if len(audio) >= MIN_SAMPLES[backend]:
+                    fits.append(k)
+                else:
+                    errors[k].append(f"{backend}: too_short: {len(audio)} samples at 16 kHz, shorter than its "
+                                     f"minimum {MIN_SAMPLES[backend]}")
             if backend == "distillmos":
+                if not fits:
+                    continue
                 try:
-                    for k, value in enumerate(model(audios, self._distillmos_batch())):
+                    for k, value in zip(fits, model([audios[k] for k in fits], self._distillmos_batch())):
                         metrics[k]["distillmos"] = value
                 except RuntimeError:
                     # One bad item must not sink the batch: retry one by one to find it.
-                    for k, audio in enumerate(audios):
+                    for k in fits:
                         try:
-                            metrics[k]["distillmos"] = model([audio], self._distillmos_batch())[0]
+                            metrics[k]["distillmos"] = model([audios[k]], self._distillmos_batch())[0]
                         except RuntimeError as e:
                             errors[k].append(f"distillmos: {one_line(e)}")
                 continue
-            for k, audio in enumerate(audios):
+            for k in fits:
+                audio = audios[k]
                 try:
                     if backend == "dnsmos":
                         metrics[k].update(model(audio, cfg.dnsmos_windowing == "fast"))

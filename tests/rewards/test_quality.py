@@ -111,11 +111,49 @@ def test_quality_orders_clean_noisy_band_limited_as_a_listener_would(clean, repo
 
 def test_too_short_and_missing_audio_fail_per_item(clean):
     scorer = QualityScorer(backends=("dnsmos",))
-    out = scorer.score([Sample("short", clean["LJ050-0131.wav"][:1600], 16000), Sample("none"),
+    out = scorer.score([Sample("empty", np.zeros(0, np.float32), 16000), Sample("none"),
                         Sample("ok", clean["LJ050-0131.wav"][:16000], 16000)])
     assert out[0].value is None and out[0].error.startswith("too_short")
     assert out[1].value is None and "audio" in out[1].error
     assert out[2].value is not None
+
+
+def test_a_short_clip_gets_the_reference_dnsmos_and_distillmos(clean):
+    """A 0.31 s answer (the demo's "A"): DNSMOS repeats it to fill its window, as speechmos does, and DistillMOS
+    pads it, as its own forward does; issue #11 (it was refused below 0.5 s)."""
+    import torch
+    from distillmos import ConvTransformerSQAModel
+    from speechmos import dnsmos
+
+    clip = clean["LJ050-0131.wav"][16000: 16000 + int(0.31 * 16000)]
+    (score,) = QualityScorer(backends=("dnsmos", "distillmos")).score([Sample("a", clip, 16000)])
+    ref = dnsmos.run(clip, 16000)
+    assert score.error is None
+    assert score.metrics["dnsmos_ovrl"] == pytest.approx(ref["ovrl_mos"], abs=1e-5)
+    assert score.metrics["dnsmos_sig"] == pytest.approx(ref["sig_mos"], abs=1e-5)
+    assert score.metrics["dnsmos_bak"] == pytest.approx(ref["bak_mos"], abs=1e-5)
+    assert score.metrics["dnsmos_p808"] == pytest.approx(float(ref["p808_mos"]), abs=1e-5)
+    assert score.value == pytest.approx((ref["ovrl_mos"] - 1) / 4)
+    model = ConvTransformerSQAModel().eval()  # the package's own weights and its own segmenting forward
+    with torch.inference_mode():
+        expected = float(model(torch.from_numpy(clip)[None]).reshape(-1)[0])
+    assert score.metrics["distillmos"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_each_backend_keeps_its_own_minimum(tmp_path, clean):
+    """UTMOS needs 400 samples (one wav2vec 2.0 frame); DNSMOS scores the same 300-sample clip."""
+    import torch
+
+    from rewards.utmos import CHECKPOINT_NAME, UTMOS22Strong
+
+    torch.manual_seed(0)
+    torch.save(UTMOS22Strong().state_dict(), tmp_path / CHECKPOINT_NAME)
+    scorer = QualityScorer(backends=("dnsmos", "utmos"), utmos_checkpoint=str(tmp_path))
+    short, ok = scorer.score([Sample("short", clean["LJ050-0131.wav"][16000:16300], 16000),
+                              Sample("ok", clean["LJ050-0131.wav"][16000:16400], 16000)])
+    assert short.metrics["dnsmos_ovrl"] is not None and short.value is not None
+    assert short.metrics["utmos"] is None and "utmos: too_short" in short.error
+    assert ok.error is None and np.isfinite(ok.metrics["utmos"])
 
 
 def test_other_sample_rates_are_resampled(clean):

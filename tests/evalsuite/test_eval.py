@@ -399,6 +399,8 @@ def test_text_only_answers_leave_no_errors_and_exit_0(tmp_path):
         assert "mcq.not_applicable" not in row
     assert "text only" in _rows(out)[0]["loudness.not_applicable"]
     assert "no transcript to read" in _rows(out)[0]["heard.not_applicable"]
+    header = (out / "samples.csv").read_text().splitlines()[0].split(",")
+    assert header.index("loudness.not_applicable") == header.index("loudness.error") + 1  # shown in the table
 
 
 def test_strict_exits_1_when_an_item_has_an_error(tmp_path):

@@ -594,10 +594,12 @@ N_TINY_CODES = 64  # tiny talker: codes 0..63, then codec pad/bos/eos/mask
 
 
 def tiny_omni_parts(corpus: Sequence[str] = (), *, seed: int = 0, hidden: int = 32, layers: int = 2,
-                    shape: dict[str, dict[str, Any]] | None = None) -> tuple[Any, Any, Any, dict[str, Any]]:
+                    shape: dict[str, dict[str, Any]] | None = None, audible: bool = True
+                    ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(model, tokenizer, feature extractor, speaker) of a tiny random Qwen2.5-Omni: the real classes, < 1 M
     parameters, a byte-level BPE tokenizer trained on ``corpus`` with Qwen's special tokens. ``shape`` overrides
-    the sub-configs (keys ``text``, ``audio``, ``vision``, ``talker``, ``dit``, ``bigvgan``), e.g. `OMNI_3B_SHAPE`."""
+    the sub-configs (keys ``text``, ``audio``, ``vision``, ``talker``, ``dit``, ``bigvgan``), e.g. `OMNI_3B_SHAPE`.
+    ``audible``: rescale the random vocoder so its output is heard (`_audible`; a timing benchmark skips it)."""
     from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration, WhisperFeatureExtractor
 
     tokenizer = bpe_tokenizer(corpus, TINY_SPECIAL, fallback_corpus=["hello world"], eos_token="<|im_end|>",
@@ -644,7 +646,8 @@ def tiny_omni_parts(corpus: Sequence[str] = (), *, seed: int = 0, hidden: int = 
     speaker = {"bos_token": ids["<|tts_bos|>"], "cond": torch.randn(1, dit["enc_emb_dim"], generator=generator),
                "ref_mel": torch.randn(1, 30, dit["mel_dim"], generator=generator)}
     model.speaker_map["tiny"] = speaker
-    _audible(model, speaker)
+    if audible:
+        _audible(model, speaker)
     return model, tokenizer, WhisperFeatureExtractor(feature_size=128), speaker
 
 
@@ -723,7 +726,7 @@ def build_random_omni_policy(shape: str = "reduced", *, dtype: str = "auto", dev
     sizes = {"real": OMNI_3B_SHAPE, "reduced": OMNI_REDUCED_SHAPE}
     if shape not in sizes:
         raise ValueError(f"shape must be real or reduced, got {shape!r}")
-    model, tokenizer, features, speaker = tiny_omni_parts(["hello world"], shape=sizes[shape])
+    model, tokenizer, features, speaker = tiny_omni_parts(["hello world"], shape=sizes[shape], audible=False)
     model.to(device, torch_dtype(dtype, device))
     model.token2wav.float()
     return _policy(model, tokenizer, features, speaker, speaker_name="random", talker=talker, lora=None,

@@ -67,10 +67,6 @@ class Score:
     def failed(cls, reason: str, **metrics: Any) -> Score:
         return cls(value=None, metrics=dict(metrics), error=reason)
 
-    @classmethod
-    def inapplicable(cls, reason: str) -> Score:
-        return cls(value=None, not_applicable=reason)
-
     def __post_init__(self) -> None:
         if self.value is not None and not math.isfinite(self.value):
             raise ValueError(f"score value must be finite or None, got {self.value!r}")

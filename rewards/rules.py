@@ -237,7 +237,7 @@ class RefusalScorer:
 
     def info(self) -> ScorerInfo:
         return ScorerInfo(self.name, self.version, self.higher_is_better, self.requires,
-                          {"detection": "rewards.extract.detect_refusal", "empty_answer": "refusal (VoiceBench)"})
+                          {"detection": "rewards.refusal.detect_refusal", "empty_answer": "refusal (VoiceBench)"})
 
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         out = []

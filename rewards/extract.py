@@ -797,10 +797,17 @@ def reference_choice(reference: str | None, options: Mapping[str, str] | None = 
     return letter
 
 
-from rewards.refusal import detect_refusal  # noqa: E402  (re-exported: it reads text with the helpers above)
+def __getattr__(name: str) -> Any:
+    """``detect_refusal`` lives in `rewards.refusal` (which uses this module's helpers) and is re-exported here."""
+    if name == "detect_refusal":
+        from rewards.refusal import detect_refusal
+
+        return detect_refusal
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "BBH_TASKS", "Extraction", "LETTERS", "detect_refusal", "extract_bbh", "extract_choice", "extract_number",
+    "BBH_TASKS", "Extraction", "LETTERS", "extract_bbh", "extract_choice", "extract_number",
     "extract_yes_no", "number_matches", "options_from", "reference_choice",
 ]
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewards.base import Sample, Score, ScorerInfo
+from rewards.bbh import extract_bbh
 from rewards.extract import (
     BBH_TASKS,
     LETTERS,
     Extraction,
     detect_refusal,
-    extract_bbh,
     extract_choice,
     extract_yes_no,
     options_from,
@@ -374,7 +374,7 @@ class BbhScorer:
         self._arbiter = _Arbiter(llm_fallback) if llm_fallback else None
 
     def info(self) -> ScorerInfo:
-        settings: dict[str, Any] = {"tasks": list(BBH_TASKS), "extraction": "rewards.extract.extract_bbh",
+        settings: dict[str, Any] = {"tasks": list(BBH_TASKS), "extraction": "rewards.bbh.extract_bbh",
                                     "on_extraction_failure": "counted wrong (0), extract_failed=True"}
         if self._arbiter:
             settings["llm_fallback"] = {kind: self._arbiter.info(bbh_extract_rubric(kind))

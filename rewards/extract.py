@@ -24,6 +24,7 @@ reason. Nothing is guessed: VoiceBench picks a random letter when its templates 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,58 @@ def _clean(text: str) -> str:
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
 
+# -- Chinese ------------------------------------------------------------------------------------------------------
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HAS_CJK = re.compile(f"[{_CJK}]")
+_CJK_PUNCT = str.maketrans({"\u3002": ". ", "\u3001": ", ", "\u300c": '"', "\u300d": '"', "\u300e": '"',
+                            "\u300f": '"', "\u2026": "..."})
+
+
+def _cjk_spaced(text: str) -> str:
+    """Full-width forms made plain (``Ｃ`` → ``C``, ``，`` → ``,``, ``。`` → ``.``) and a space between a Chinese
+    character and anything else, so that a letter in Chinese text stands alone as it does in English
+    (``答案是C，`` → ``答案是 C,``). Text without Chinese characters is returned as it is."""
+    if not _HAS_CJK.search(text):
+        return text
+    text = unicodedata.normalize("NFKC", text).translate(_CJK_PUNCT)
+    text = re.sub(rf"(?<=[{_CJK}])(?=[A-Za-z0-9(\[])|(?<=[A-Za-z0-9)\]])(?=[{_CJK}])", " ", text)
+    text = re.sub(r"(?<=[?!:;,])(?=[A-Za-z(\[])", " ", text)
+    return re.sub(r"[ \t]+", " ", text)
+
+
+# Chinese answer phrases rewritten as the English cues the rules below read. Letters stand alone after
+# `_cjk_spaced`; the longest phrases come first. A phrase maps to what it does (states the answer, picks,
+# rejects, corrects, hedges), never to a letter.
+_L = r"(?P<l>[A-J])"
+_ZH_CUES: list[tuple[re.Pattern[str], str]] = [(re.compile(p), r) for p, r in [
+    (r"(?:都|全都|全部|没有一个)\s*(?:不对|不是|不正确|错)|没有(?:一个)?(?:正确|对)的?(?:答案|选项)?", " none of them is right. "),
+    (r"(?:正确|最终|最后的?|标准)?\s*答案\s*(?:应该|应当|就|也)?\s*(?:是|为|选|:)", " the answer is "),
+    (r"选项", " option "),
+    (r"不\s*对\s*[,:]?\s*(?:应该|应当)?\s*(?:是|选)", " wait, no, it's "),
+    (r"(?:我|我们)?(?:说错了|搞错了|记错了)|等一下|等等|稍等|更正一下|更正|改选|改成", " wait, "),
+    (r"(?:也|还)?(?:可能|也许|或许|大概)\s*(?:是|选)", " maybe "),
+    (rf"{_L}\s*(?:的)?[{_CJK}]{{0,4}}?\s*(?:不对|错误|错的|错|不正确|不行|不合适|说反了|不符合)",
+     r" \g<l> is wrong "),
+    (rf"{_L}\s*(?:的)?[{_CJK}]{{0,4}}?\s*(?:正确的|正确|对的|没错|符合)(?![应于比吗])", r" \g<l> is correct "),
+    (rf"(?:不是|排除|去掉|而不是)\s*(?=(?:option\s+)?[A-J]\b)", " not "),
+    (r"(?:我|我会|我就|我们|那就|就|只能|还是|应该|应当)?\s*(?:选择|选|挑)", " I choose "),
+    (r"(?:应该|应当|我觉得|我认为|我想|我猜|肯定|那就|也就|就|对应的)\s*是", " it's "),
+    (r"所以|因此|因而|于是", " so "),
+    (r"是\s*(?=(?:option\s+)?[A-J]\b)", " it's "),
+    (r"或者|还是|或", " or "),
+    (r"(?<=[A-J] )\s*(?:和|与|跟|以及)\s*(?=[A-J]\b)", " and "),
+]]
+
+
+def _chinese_cues(text: str) -> str:
+    """`_cjk_spaced` text with its Chinese answer phrases rewritten as English cues (see `_ZH_CUES`)."""
+    if not _HAS_CJK.search(text):
+        return text
+    for pattern, replacement in _ZH_CUES:
+        text = pattern.sub(replacement, text)
+    return re.sub(r"[ \t]+", " ", text)
+
+
 # a transcript drops apostrophes: "i cant help" is "I can't help"
 _APOSTROPHE_FIX = {"cant": "can't", "wont": "won't", "dont": "don't", "im": "i'm", "isnt": "isn't",
                    "shouldnt": "shouldn't", "wouldnt": "wouldn't", "couldnt": "couldn't", "doesnt": "doesn't",
@@ -100,7 +153,10 @@ def options_from(choices: Any = None, prompt: str | None = None) -> dict[str, st
         return {str(k).strip().strip("()").upper(): str(v) for k, v in choices.items()}
     if isinstance(choices, (list, tuple)) and choices:
         return {LETTERS[i]: str(c) for i, c in enumerate(choices[: len(LETTERS)])}
-    return parse_options(prompt)
+    options = parse_options(prompt)
+    if not options and prompt and _HAS_CJK.search(prompt):  # "下列哪一项是哺乳动物？A. 鲨鱼 B. 海豚 ..."
+        options = {k: v.strip(" ,;") for k, v in parse_options(_cjk_spaced(prompt)).items()}
+    return options
 
 
 # -- multiple choice ----------------------------------------------------------------------------------------------
@@ -466,7 +522,9 @@ def extract_choice(response: str | None, options: Mapping[str, str] | None = Non
         return _fail("empty response")
     options = dict(options or {})
     allowed = "".join(sorted(options)) if options else (letters or "ABCDE")
-    text = _clean(response)
+    text = _chinese_cues(_cjk_spaced(_clean(response)))
+    if options and _HAS_CJK.search(text):
+        options = {k: _cjk_spaced(v) for k, v in options.items()}
     mentions = _mentions(text, allowed)
     labels = {m.group(1).upper() for m in _LABEL_LINE.finditer(text)}
     if len(labels) >= 3:

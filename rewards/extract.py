@@ -110,7 +110,7 @@ _ZH_CUES: list[tuple[re.Pattern[str], str]] = [(re.compile(p), r) for p, r in [
     (rf"{_L}\s*(?:的)?[{_CJK}]{{0,4}}?\s*(?:不对|错误|错的|错|不正确|不行|不合适|说反了|不符合)",
      r" \g<l> is wrong "),
     (rf"{_L}\s*(?:的)?[{_CJK}]{{0,4}}?\s*(?:正确的|正确|对的|没错|符合)(?![应于比吗])", r" \g<l> is correct "),
-    (rf"(?:不是|排除|去掉|而不是)\s*(?=(?:option\s+)?[A-J]\b)", " not "),
+    (r"(?:不是|排除|去掉|而不是)\s*(?=(?:option\s+)?[A-J]\b)", " not "),
     (r"(?:我|我会|我就|我们|那就|就|只能|还是|应该|应当)?\s*(?:选择|选|挑)", " I choose "),
     (r"(?:应该|应当|我觉得|我认为|我想|我猜|肯定|那就|也就|就|对应的)\s*是", " it's "),
     (r"所以|因此|因而|于是", " so "),
@@ -154,9 +154,34 @@ def options_from(choices: Any = None, prompt: str | None = None) -> dict[str, st
     if isinstance(choices, (list, tuple)) and choices:
         return {LETTERS[i]: str(c) for i, c in enumerate(choices[: len(LETTERS)])}
     options = parse_options(prompt)
+    if options and "".join(options) != LETTERS[:len(options)]:
+        options = _sequential_options(prompt)  # a label-like initial in an option: "C. W. E. B. Du Bois"
     if not options and prompt and _HAS_CJK.search(prompt):  # "下列哪一项是哺乳动物？A. 鲨鱼 B. 海豚 ..."
-        options = {k: v.strip(" ,;") for k, v in parse_options(_cjk_spaced(prompt)).items()}
-    return options
+        options = parse_options(_cjk_spaced(prompt))
+    return {k: v.strip().rstrip(",;").strip() for k, v in options.items()}  # "A. x, B. y": the comma is a separator
+
+
+def _sequential_options(prompt: str) -> dict[str, str]:
+    """Options read label after label in order (A, then the next B after it, ...), each label followed by some
+    text of its own: "A. Malcolm X, B. ..., C. W. E. B. Du Bois, D. Booker T. Washington" keeps "W. E. B. Du Bois"
+    whole, where reading every "X. " as a label would not."""
+    starts: list[tuple[str, int, int]] = []
+    pos = 0
+    for letter in LETTERS:
+        label = re.compile(rf"(?:^|(?<=[\s,;]))[(\[]?{letter}[)\].:]\s+")
+        found = None
+        for m in label.finditer(prompt, pos):
+            if not starts or prompt[starts[-1][2]:m.start()].strip(" ,;"):
+                found = m
+                break
+        if found is None:
+            break
+        starts.append((letter, found.start(), found.end()))
+        pos = found.end()
+    if len(starts) < 2:
+        return {}
+    ends = [s[1] for s in starts[1:]] + [len(prompt)]
+    return {letter: prompt[b:e].split("\n")[0].strip().rstrip(",;").strip() for (letter, _, b), e in zip(starts, ends)}
 
 
 # -- multiple choice ----------------------------------------------------------------------------------------------
@@ -257,6 +282,32 @@ class _Mention:
     alternative: bool = False  # kept open as another possibility ("A is also possible")
 
 
+# Words that start a sentence or state an answer: a capital letter between one of these and a capitalised word is
+# a choice ("Definitely C. The heart ..."), not a middle initial ("Franklin D. Roosevelt").
+_NOT_NAME = {"the", "a", "an", "it", "its", "it's", "this", "that", "these", "those", "he", "she", "they", "we", "i",
+             "you", "so", "and", "but", "or", "because", "since", "as", "in", "on", "at", "for", "of", "to", "with",
+             "if", "when", "then", "yes", "no", "not", "definitely", "probably", "maybe", "perhaps", "clearly",
+             "obviously", "surely", "answer", "option", "choice", "letter", "final", "correct", "hmm", "um", "uh",
+             "okay", "ok", "well", "also", "only", "just", "here", "there", "which", "what", "who", "my", "your",
+             "our", "their", "his", "her", "is", "was", "be", "pick", "choose", "say", "go", "one", "both",
+             "neither", "either", "nope", "yep", "yeah", "sure", "right", "wrong", "true", "false", "actually",
+             "wait", "sorry", "thanks", "great", "good", "best", "first", "next", "last", "now", "still", "again"}
+
+
+def _initial(text: str, start: int, end: int) -> bool:
+    """Is the capital letter at text[start:end] an initial of a name: "C. S. Lewis", "B. F. Skinner", "Franklin
+    D. Roosevelt", "George W. Bush" (a letter and a full stop between a name word and a name word, or before
+    another initial)?"""
+    after = text[end:end + 40]
+    if not after.startswith("."):
+        return False
+    if re.match(r"\.\s?[A-Z]\.(?:\s|$)", after) or re.search(r"(?:^|\s)[A-Z]\.\s?$", text[max(0, start - 4):start]):
+        return True  # one of several initials
+    nxt = re.match(r"\.\s([A-Z][a-z]+)", after)
+    prev = re.search(r"(?:^|[\s(])([A-Z][a-z]+)\s$", text[max(0, start - 30):start])
+    return bool(nxt and prev and nxt.group(1).lower() not in _NOT_NAME and prev.group(1).lower() not in _NOT_NAME)
+
+
 def _letter_ok(text: str, start: int, end: int, tier: int) -> bool:
     """Is the single character at text[start:end] a letter choice rather than a word (the article "a")?"""
     ch = text[start:end]
@@ -264,6 +315,8 @@ def _letter_ok(text: str, start: int, end: int, tier: int) -> bool:
     if _NOT_A_LETTER_BEFORE.search(text[max(0, start - 20):start]):
         return False
     if re.match(r"['\w]", after):
+        return False
+    if ch.isupper() and _initial(text, start, end):
         return False
     if ch in "Aa" or (ch.islower() and tier < 3):
         # the article, a lower-case pronoun ("i"), or prose: a letter only before punctuation, the end, or a word
@@ -459,9 +512,15 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
                 cued = [k for k in chosen if any(re.search(
                     r"\b(?:so|therefore|thus|hence|which means|that means|meaning|in short|in conclusion)\b"
                     r"(?:\s+(?!so\b|therefore\b|thus\b)\S+){0,8}?\s+(?:is|are|was|were|would be|must be|has to be|"
-                    r"should be|it s)\s+$", said[max(0, s - 80):s]) for s, _ in hits[k])]
+                    r"should be|it s)\s+$|\b(?:the\s+)?one\s+(?:that|which|who)\b(?:\s+\S+){0,10}?\s+(?:is|are|was|were)\s+$",
+                    said[max(0, s - 80):s]) for s, _ in hits[k])]
             if len(cued) == 1:
                 return Extraction(cued[0], "option_text", details={"named": sorted(chosen)})
+            # an answer-first response opens with the option's text: "Franklin D. Roosevelt. He was elected ..."
+            opening = [k for k in chosen if re.match(rf"^\W*{re.escape(options[k].strip().rstrip('.'))}\s*(?:[.!,:;-]|$)",
+                                                      text, re.IGNORECASE)]
+            if len(opening) == 1:
+                return Extraction(opening[0], "option_text", details={"named": sorted(chosen), "opens_with": True})
             restated = _restating_sentence_choice(text, options, stem or set(), chosen)
             if restated is not None:
                 return Extraction(restated, "option_text", details={"named": sorted(chosen), "restates_question": True})
@@ -526,6 +585,10 @@ def extract_choice(response: str | None, options: Mapping[str, str] | None = Non
     if options and _HAS_CJK.search(text):
         options = {k: _cjk_spaced(v) for k, v in options.items()}
     mentions = _mentions(text, allowed)
+    # a capital letter inside an option's own text is not a choice: "vitamin C", "W. E. B. Du Bois"
+    inside = [(m.start(), m.end()) for v in options.values() if re.search(r"(?<![\w'])[A-J](?![\w'])", v)
+              for m in re.finditer(rf"(?<!\w){re.escape(v.strip().rstrip('.'))}(?!\w)", text, re.IGNORECASE)]
+    mentions = [m for m in mentions if not any(a <= m.start and m.end <= b for a, b in inside)]
     labels = {m.group(1).upper() for m in _LABEL_LINE.finditer(text)}
     if len(labels) >= 3:
         # the response lists the options ("A) ... B) ... C) ..."): line labels are an echo, not a choice

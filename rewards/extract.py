@@ -101,7 +101,8 @@ def _cjk_spaced(text: str) -> str:
 # rejects, corrects, hedges), never to a letter.
 _L = r"(?P<l>[A-J])"
 _ZH_CUES: list[tuple[re.Pattern[str], str]] = [(re.compile(p), r) for p, r in [
-    (r"(?:都|全都|全部|没有一个)\s*(?:不对|不是|不正确|错)|没有(?:一个)?(?:正确|对)的?(?:答案|选项)?", " none of them is right. "),
+    (r"(?:都|全都|全部|没有一个)\s*(?:不对|不是|不正确|错)|没有(?:一个)?(?:正确|对)的?(?:答案|选项)?",
+     " none of them is right. "),
     (r"(?:正确|最终|最后的?|标准)?\s*答案\s*(?:应该|应当|就|也)?\s*(?:是|为|选|:)", " the answer is "),
     (r"选项", " option "),
     (r"不\s*对\s*[,:]?\s*(?:应该|应当)?\s*(?:是|选)", " wait, no, it's "),
@@ -512,13 +513,14 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
                 cued = [k for k in chosen if any(re.search(
                     r"\b(?:so|therefore|thus|hence|which means|that means|meaning|in short|in conclusion)\b"
                     r"(?:\s+(?!so\b|therefore\b|thus\b)\S+){0,8}?\s+(?:is|are|was|were|would be|must be|has to be|"
-                    r"should be|it s)\s+$|\b(?:the\s+)?one\s+(?:that|which|who)\b(?:\s+\S+){0,10}?\s+(?:is|are|was|were)\s+$",
+                    r"should be|it s)\s+$"
+                    r"|\b(?:the\s+)?one\s+(?:that|which|who)\b(?:\s+\S+){0,10}?\s+(?:is|are|was|were)\s+$",
                     said[max(0, s - 80):s]) for s, _ in hits[k])]
             if len(cued) == 1:
                 return Extraction(cued[0], "option_text", details={"named": sorted(chosen)})
             # an answer-first response opens with the option's text: "Franklin D. Roosevelt. He was elected ..."
-            opening = [k for k in chosen if re.match(rf"^\W*{re.escape(options[k].strip().rstrip('.'))}\s*(?:[.!,:;-]|$)",
-                                                      text, re.IGNORECASE)]
+            opening = [k for k in chosen
+                       if re.match(rf"^\W*{re.escape(options[k].strip().rstrip('.'))}\s*(?:[.!,:;-]|$)", text, re.I)]
             if len(opening) == 1:
                 return Extraction(opening[0], "option_text", details={"named": sorted(chosen), "opens_with": True})
             restated = _restating_sentence_choice(text, options, stem or set(), chosen)

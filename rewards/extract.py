@@ -586,6 +586,32 @@ def extract_choice(response: str | None, options: Mapping[str, str] | None = Non
     text = _chinese_cues(_cjk_spaced(_clean(response)))
     if options and _HAS_CJK.search(text):
         options = {k: _cjk_spaced(v) for k, v in options.items()}
+    whole = _choice(text, options, allowed, question)
+    # "I'd go with B. Let me rethink that. ... So the answer is C.": what follows the last self-correction is the
+    # answer; when it names no option the whole response is read, when it hedges the response has no answer
+    cues = list(_RECONSIDER.finditer(text))
+    if cues:
+        tail = _choice(text[cues[-1].end():], options, allowed, question)
+        if tail.ok:
+            if tail.value != whole.value:
+                return Extraction(tail.value, tail.method, details={**tail.details, "corrected_from": whole.value,
+                                                                     "after": cues[-1].group(0)})
+            return whole
+        if tail.reason and re.search(r"hedge|several|open|possibility", tail.reason):
+            return _fail(f"after {cues[-1].group(0)!r}: {tail.reason}", **tail.details)
+    return whole
+
+
+# A self-correction: what comes after it replaces what came before ("wait" / "scratch that" / "let me rethink").
+_RECONSIDER = re.compile(
+    r"\b(?:wait|scratch\s+that|on\s+second\s+thought|correction|corrected\s+answer|i\s+misspoke|i\s+meant|"
+    r"let\s+me\s+(?:rethink|reconsider|correct|think\s+again|redo|revise|re-?think)|change\s+my\s+answer|"
+    r"i\s+take\s+(?:that|it)\s+back|(?:up)?on\s+reflection|no,?\s+sorry|sorry,?\s+no|hmm+,?\s+no|actually,?\s+no|"
+    r"my\s+mistake|oops|i\s+was\s+wrong)\b", re.IGNORECASE)
+
+
+def _choice(text: str, options: dict[str, str], allowed: str, question: str | None) -> Extraction:
+    """`extract_choice` on cleaned text."""
     mentions = _mentions(text, allowed)
     # a capital letter inside an option's own text is not a choice: "vitamin C", "W. E. B. Du Bois"
     inside = [(m.start(), m.end()) for v in options.values() if re.search(r"(?<![\w'])[A-J](?![\w'])", v)

@@ -473,6 +473,41 @@ def _restating_sentence_choice(text: str, options: Mapping[str, str], stem: set[
     return picks.pop() if len(picks) == 1 else None
 
 
+_CLAUSE_SPLIT = re.compile(r"[.;!?\n]+(?:\s|$)|,\s|\s[-—]+\s|\s(?=(?:but|so|though|although|while|whereas)\b)", re.I)
+_DISMISSED = re.compile(r"\b(?:not|no|never|nothing|none|neither|nor|out|wrong|incorrect|false|irrelevant|unrelated|"
+                        r"nope|nah|isn'?t|aren'?t|wasn'?t|weren'?t|doesn'?t|don'?t|didn'?t|won'?t|can'?t|cannot|"
+                        r"mix\w*\s+(?:\w+\s+)?up|confus\w*|misconception)\b|n't\b", re.I)
+_VERDICT_ONLY = re.compile(r"^\W*(?:(?:definitely|certainly|clearly|obviously|probably|also)\s+)?(?:no|nope|nah|not|"
+                           r"wrong|out|not\s+(?:it|that|this\s+one|that\s+one|really))\W*$", re.I)
+_SINGLED = re.compile(r"\b(?:is|'s)\s+the\s+(?:one|answer|right\s+one|correct\s+one)\b|\bthat\s+leaves\b|\bleaving\b|"
+                      r"\bit'?s\s+(?:the\s+)?\w+(?:\s+\w+)?\s+that\b|\b(?:go|going)\s+with\b|"
+                      r"\bthat'?s\s+(?:your|the|our)\s+(?:answer|one|pick)\b|\bwhat\s+(?:actually\s+)?happened\s+was\b|"
+                      r"\bthe\s+(?:real|actual|correct|right)\s+(?:answer|one|cause|reason)\b", re.I)
+
+
+def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[str]]:
+    """For an answer that walks through the options in prose: the options it dismisses in every clause that names
+    them (a negation in the clause, or a bare verdict right after it: "X, no."), and those it singles out in a
+    clause ("X is the one", "that leaves X", "it's X that")."""
+    clauses = [c for c in _CLAUSE_SPLIT.split(text) if c and c.strip()]
+    norm = {k: normalise(v) for k, v in options.items()}
+    named: dict[str, list[bool]] = {}
+    singled: set[str] = set()
+    for i, clause in enumerate(clauses):
+        said = normalise(clause)
+        here = [k for k, phrase in norm.items() if phrase and re.search(rf"(?<!\S){re.escape(phrase)}(?!\S)", said)]
+        here = [k for k in here if not any(o != k and norm[k] in norm[o] for o in here)]
+        if not here:
+            continue
+        dismissed = bool(_DISMISSED.search(clause)
+                         or i + 1 < len(clauses) and _VERDICT_ONLY.match(clauses[i + 1]))
+        for k in here:
+            named.setdefault(k, []).append(dismissed)
+            if not dismissed and _SINGLED.search(clause):
+                singled.add(k)
+    return {k for k, flags in named.items() if all(flags)}, singled
+
+
 def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = None) -> Extraction | None:
     said = normalise(text)
     if not said:
@@ -498,6 +533,15 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
                     or re.match(r"^\s*or\b", after))
 
     chosen = [k for k, spans in hits.items() if spans and not all(rejected(s, e) for s, e in spans)]
+    if len(chosen) > 1:
+        # a walk through the options: those dismissed in their own clause drop out ("darkness isn't going to do
+        # it", "volcanic eruptions, no"); of the rest, the one the answer singles out ("sunlight is the one that
+        # helps", "that leaves the outer core") is the answer
+        dismissed, singled = _walkthrough(text, {k: options[k] for k in chosen})
+        if dismissed and len(set(chosen) - dismissed) >= 1:
+            chosen = [k for k in chosen if k not in dismissed]
+        if len(chosen) > 1 and len(singled & set(chosen)) == 1:
+            return Extraction((singled & set(chosen)).pop(), "option_text", details={"walkthrough": True})
     if len(chosen) > 1:
         firm = [k for k in chosen if not all(hedged(s, e) for s, e in hits[k])]
         if len(firm) == 1:

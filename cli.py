@@ -161,6 +161,7 @@ def eval_(
     judge_n: Annotated[int | None, typer.Option(min=1, help="Judgments per item.")] = None,
     judge_concurrency: Annotated[int | None, typer.Option(min=1, help="Judge requests in flight at once.")] = None,
     asr_model: Annotated[str | None, typer.Option(help="Whisper model of the asr scorer (default: packaged tiny.en).")] = None,
+    rules_llm_fallback: Annotated[bool, typer.Option(help="Let an LLM read the answers the extraction rules cannot decide (mcq, bbh, refusal), through --judge-backend openai|hf and --judge-model; each such row says method 'llm'. Off by default: scoring stays rule-only and offline.")] = False,
     device: Device = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Items per model call and per scorer call.")] = 8,
     resume: Annotated[bool, typer.Option(help="Continue the run in the output folder (same settings).")] = False,
@@ -199,6 +200,12 @@ def eval_(
         judge["device"] = device
     scorer_args = {"judge": judge, "asr": {"device": device, **({"model": asr_model} if asr_model else {})},
                    "quality": {"device": device}, "emotion": {"device": device}}
+    if rules_llm_fallback:
+        if judge.get("backend", "openai") not in ("openai", "hf") or not judge.get("model"):
+            _fail("--rules-llm-fallback reads answers with an LLM: give --judge-model (and --judge-backend openai or hf)")
+        fallback = {k: v for k, v in judge.items() if k in ("backend", "model", "base_url", "api_key_env", "device",
+                                                            "concurrency")}
+        scorer_args.update({name: {"llm_fallback": fallback} for name in ("mcq", "bbh", "refusal")})
     options = _parse_model_args(model_arg or [])
     if model == "cascade":
         options.setdefault("device", device)

@@ -508,3 +508,34 @@ def test_column_stats_survive_absurd_numbers():
     assert stats["judge.value"]["mean"] == 0.5 and stats["judge.value"]["stderr"] > 0
     ok = column_stats([{"id": "a", "x.v": 1e200}, {"id": "b", "x.v": -1e200}], ["x.v"])["x.v"]
     assert ok["mean"] == 0.0 and ok["stderr"] is None  # the squares overflow: no stderr, still no crash
+
+
+def test_cli_rules_llm_fallback_reads_what_the_rules_cannot(tmp_path):
+    """--rules-llm-fallback sends only the answers the rules cannot read to the judge's endpoint, and the row says
+    so; without it the run stays rule-only (issue #11 part 2)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from tests.rewards.test_rules import _FakeServer
+
+    outputs = _jsonl(tmp_path / "obqa.jsonl", [
+        {"id": "easy", "prompt": OBQA[0][0], "reference": "B", "response": "The answer is B."},
+        {"id": "hard", "prompt": OBQA[1][0], "reference": "C", "response": "Hmm, the furry one that barks."}])
+    server = _FakeServer("<score>3</score>")
+    try:
+        runs = {}
+        for flags in ((), ("--rules-llm-fallback", "--judge-model", "fake", "--judge-base-url", server.url)):
+            out = tmp_path / ("llm" if flags else "rules")
+            result = CliRunner().invoke(app, ["eval", "-b", "voicebench-openbookqa", "--model", f"responses:{outputs}",
+                                              "-o", str(out), "--no-progress", "--no-leaderboard", *flags])
+            assert result.exit_code == 0, result.output
+            runs[bool(flags)] = {r["id"]: r for r in _rows(out)}
+    finally:
+        server.close()
+    assert len(server.requests) == 1 and "furry" in json.dumps(server.requests[0])
+    assert runs[False]["hard"]["mcq.extract_failed"] is True and runs[False]["hard"]["mcq.value"] == 0.0
+    assert runs[True]["hard"]["mcq.method"] == "llm" and runs[True]["hard"]["mcq.value"] == 1.0
+    assert runs[True]["easy"]["mcq.method"] == "letter" and runs[True]["easy"]["mcq.value"] == 1.0
+    bad = CliRunner().invoke(app, ["eval", "-b", "voicebench-openbookqa", "--model", f"responses:{outputs}",
+                                   "-o", str(tmp_path / "bad"), "--rules-llm-fallback"])
+    assert bad.exit_code == 2 and "--judge-model" in bad.output

@@ -344,6 +344,10 @@ def _mentions(text: str, allowed: str) -> list[_Mention]:
     # spoken letters in a transcript, only right after a cue noun: "option see", "the answer is bee"
     for m in re.finditer(rf"\b(?:option|choice|letter|answer\s+is)\s+({'|'.join(_SPOKEN)})\b", text, re.I):
         add(_SPOKEN[m.group(1).lower()], 3 if "answer" in m.group(0).lower() else 2, m.start(1), m.end(1))
+    # ... or as the last word of a transcript after "so" / "it's" / "that's": "... thats the opportunity cost so bee"
+    m = re.search(rf"\b(?:so|it'?s|its|that'?s|thats|is)\s+({'|'.join(_SPOKEN)})\W*$", text, re.I)
+    if m:
+        add(_SPOKEN[m.group(1).lower()], 3, m.start(1), m.end(1))
     # "option C", "choice (b)", "letter d" (a mention, conclusive only with a verdict after it)
     for m in re.finditer(rf"\b{_CUE_NOUN}\s+[(\[\"']?([A-Ja-j])\b", text, re.IGNORECASE):
         if _letter_ok(text, m.start(1), m.end(1), 3):
@@ -457,8 +461,11 @@ def _restating_sentence_choice(text: str, options: Mapping[str, str], stem: set[
         if re.search(r"\b(?:maybe|perhaps|possibly|might|could|either|unsure|not sure)\b", said):
             return None
         named, applied = set(), set()
+        surnames = _surnames(options)
         for k in candidates:
             phrase = normalise(options[k])
+            if k in surnames and not re.search(rf"(?<!\S){re.escape(phrase)}(?!\S)", said):
+                phrase = surnames[k].lower()
             for m in re.finditer(rf"(?<!\S){re.escape(phrase)}(?!\S)", said):
                 if not re.search(r"\b(?:not|never|nor|t|than|instead of|unlike)\s+(?:\S+\s+)?$", said[:m.start()]):
                     named.add(k)
@@ -491,6 +498,8 @@ def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[s
     clause ("X is the one", "that leaves X", "it's X that")."""
     clauses = [c for c in _CLAUSE_SPLIT.split(text) if c and c.strip()]
     norm = {k: normalise(v) for k, v in options.items()}
+    words = {k: {w for w in v.split() if len(w) > 3} for k, v in norm.items()}
+    distinct = {k: ws - set().union(*(words[o] for o in words if o != k)) for k, ws in words.items()}
     named: dict[str, list[bool]] = {}
     singled: set[str] = set()
     for i, clause in enumerate(clauses):
@@ -498,6 +507,11 @@ def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[s
         here = [k for k, phrase in norm.items() if phrase and re.search(rf"(?<!\S){re.escape(phrase)}(?!\S)", said)]
         here = [k for k in here if not any(o != k and norm[k] in norm[o] for o in here)]
         if not here:
+            # "so I'd go with exercise": a singling cue with a word that only one option has
+            words = set(said.split())
+            owners = {k for k, ws in distinct.items() if ws & words}
+            if len(owners) == 1 and _SINGLED.search(clause) and not _DISMISSED.search(clause):
+                singled |= owners
             continue
         dismissed = bool(_DISMISSED.search(clause)
                          or i + 1 < len(clauses) and _VERDICT_ONLY.match(clauses[i + 1]))
@@ -506,6 +520,19 @@ def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[s
             if not dismissed and _SINGLED.search(clause):
                 singled.add(k)
     return {k for k, flags in named.items() if all(flags)}, singled
+
+
+def _surnames(options: Mapping[str, str]) -> dict[str, str]:
+    """{letter: surname} for the options that are personal names ("Sigmund Freud", "Ivan Pavlov"): two to four
+    capitalised words, whose last word is no other option's word."""
+    out = {}
+    for letter, text in options.items():
+        words = text.strip().rstrip(".").split()
+        if 2 <= len(words) <= 4 and all(re.fullmatch(r"[A-Z][\w'.-]*", w) for w in words) and len(words[-1]) > 2:
+            others = {w.lower() for o, t in options.items() if o != letter for w in t.split()}
+            if words[-1].lower() not in others and not re.fullmatch(r"(?:Jr|Sr|II|III|IV)\.?", words[-1]):
+                out[letter] = words[-1]
+    return out
 
 
 def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = None) -> Extraction | None:
@@ -517,6 +544,12 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
     for letter, phrase in norm.items():
         if phrase:
             hits[letter] = [(m.start(), m.end()) for m in re.finditer(rf"(?<!\S){re.escape(phrase)}(?!\S)", said)]
+    # a person named by surname alone: "Freud" for "Sigmund Freud" (capitalised in the response, and no other
+    # option's word)
+    for letter, surname in _surnames(options).items():
+        if not hits.get(letter) and re.search(rf"(?<![\w'-]){re.escape(surname)}(?![\w'-])", text):
+            hits[letter] = [(m.start(), m.end()) for m in re.finditer(rf"(?<!\S){re.escape(surname.lower())}(?!\S)",
+                                                                      said)]
     # a hit inside a longer option's hit is that option's ("paris" inside "paris texas")
     for letter, spans in hits.items():
         hits[letter] = [s for s in spans if not any(o != letter and len(norm[o]) > len(norm[letter]) and

@@ -81,7 +81,8 @@ def _clean(text: str) -> str:
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HAS_CJK = re.compile(f"[{_CJK}]")
 _CJK_PUNCT = str.maketrans({"\u3002": ". ", "\u3001": ", ", "\u300c": '"', "\u300d": '"', "\u300e": '"',
-                            "\u300f": '"', "\u2026": "..."})
+                            "\u300f": '"', "\u2026": "...", "\uff0c": ", ", "\uff1b": "; ", "\uff01": "! ",
+                            "\uff1f": "? ", "\uff1a": ": "})
 
 
 def _cjk_spaced(text: str) -> str:
@@ -90,7 +91,7 @@ def _cjk_spaced(text: str) -> str:
     (``答案是C，`` → ``答案是 C,``). Text without Chinese characters is returned as it is."""
     if not _HAS_CJK.search(text):
         return text
-    text = unicodedata.normalize("NFKC", text).translate(_CJK_PUNCT)
+    text = unicodedata.normalize("NFKC", text.translate(_CJK_PUNCT))
     text = re.sub(rf"(?<=[{_CJK}])(?=[A-Za-z0-9(\[])|(?<=[A-Za-z0-9)\]])(?=[{_CJK}])", " ", text)
     text = re.sub(r"(?<=[?!:;,])(?=[A-Za-z(\[])", " ", text)
     return re.sub(r"[ \t]+", " ", text)
@@ -464,9 +465,9 @@ def _restating_sentence_choice(text: str, options: Mapping[str, str], stem: set[
         surnames = _surnames(options)
         for k in candidates:
             phrase = normalise(options[k])
-            if k in surnames and not re.search(rf"(?<!\S){re.escape(phrase)}(?!\S)", said):
+            if k in surnames and not re.search(_phrase(phrase), said):
                 phrase = surnames[k].lower()
-            for m in re.finditer(rf"(?<!\S){re.escape(phrase)}(?!\S)", said):
+            for m in re.finditer(_phrase(phrase), said):
                 if not re.search(r"\b(?:not|never|nor|t|than|instead of|unlike)\s+(?:\S+\s+)?$", said[:m.start()]):
                     named.add(k)
                     before = said[:m.start()].split()
@@ -483,7 +484,8 @@ def _restating_sentence_choice(text: str, options: Mapping[str, str], stem: set[
 _CLAUSE_SPLIT = re.compile(r"[.;!?\n]+(?:\s|$)|,\s|\s[-—]+\s|\s(?=(?:but|so|though|although|while|whereas)\b)", re.I)
 _DISMISSED = re.compile(r"\b(?:not|no|never|nothing|none|neither|nor|out|wrong|incorrect|false|irrelevant|unrelated|"
                         r"nope|nah|isn'?t|aren'?t|wasn'?t|weren'?t|doesn'?t|don'?t|didn'?t|won'?t|can'?t|cannot|"
-                        r"mix\w*\s+(?:\w+\s+)?up|confus\w*|misconception)\b|n't\b", re.I)
+                        r"mix\w*\s+(?:\w+\s+)?up|confus\w*|misconception)\b|n't\b|不是|不对|不正确|错|排除|不可能|并非",
+                        re.I)
 _VERDICT_ONLY = re.compile(r"^\W*(?:(?:definitely|certainly|clearly|obviously|probably|also)\s+)?(?:no|nope|nah|not|"
                            r"wrong|out|not\s+(?:it|that|this\s+one|that\s+one|really))\W*$", re.I)
 _SINGLED = re.compile(r"\b(?:is|'s)\s+the\s+(?:one|answer|right\s+one|correct\s+one)\b|\bthat\s+leaves\b|\bleaving\b|"
@@ -504,7 +506,7 @@ def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[s
     singled: set[str] = set()
     for i, clause in enumerate(clauses):
         said = normalise(clause)
-        here = [k for k, phrase in norm.items() if phrase and re.search(rf"(?<!\S){re.escape(phrase)}(?!\S)", said)]
+        here = [k for k, phrase in norm.items() if phrase and re.search(_phrase(phrase), said)]
         here = [k for k in here if not any(o != k and norm[k] in norm[o] for o in here)]
         if not here:
             # "so I'd go with exercise": a singling cue with a word that only one option has
@@ -520,6 +522,12 @@ def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[s
             if not dismissed and _SINGLED.search(clause):
                 singled.add(k)
     return {k for k, flags in named.items() if all(flags)}, singled
+
+
+def _phrase(phrase: str) -> str:
+    """A regex for an option's (normalised) text as a whole phrase: between spaces, or anywhere for Chinese text,
+    which has none."""
+    return re.escape(phrase) if _HAS_CJK.search(phrase) else rf"(?<!\S){re.escape(phrase)}(?!\S)"
 
 
 def _surnames(options: Mapping[str, str]) -> dict[str, str]:
@@ -543,7 +551,7 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
     hits: dict[str, list[tuple[int, int]]] = {}
     for letter, phrase in norm.items():
         if phrase:
-            hits[letter] = [(m.start(), m.end()) for m in re.finditer(rf"(?<!\S){re.escape(phrase)}(?!\S)", said)]
+            hits[letter] = [(m.start(), m.end()) for m in re.finditer(_phrase(phrase), said)]
     # a person named by surname alone: "Freud" for "Sigmund Freud" (capitalised in the response, and no other
     # option's word)
     for letter, surname in _surnames(options).items():

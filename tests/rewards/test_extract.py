@@ -224,3 +224,87 @@ def test_bbh_failures():
     assert "unknown BBH task" in extract_bbh("yes", "date_understanding").reason
     assert extract_bbh("", "navigate").reason == "empty response"
     assert extract_bbh("Hmm, hard to tell.", "web_of_lies").value is None
+
+
+# -- the hard kinds of issue #11 (development part; the blind part is measured in test_blind.py) ---------------------
+def _kind_accuracy(rows: list[dict], extract) -> dict[str, tuple[int, int]]:
+    out: dict[str, list[int]] = {}
+    for row in rows:
+        hit = extract(row).value == row["expected"]
+        out.setdefault(row["kind"], [0, 0])
+        out[row["kind"]][0] += hit
+        out[row["kind"]][1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def test_hard_mcq_set_per_kind():
+    rows = load("hard/mcq.jsonl")
+    kinds = _kind_accuracy(rows, lambda r: extract_choice(r["response"], options_from(None, r["prompt"]) or None,
+                                                          question=r["prompt"]))
+    print("hard mcq (development part):", kinds)
+    assert set(kinds) == {"chinese", "prose_walkthrough", "letter_in_name", "self_correction"}
+    assert all(n >= 26 for _, n in kinds.values())
+    # the level reached on this part (93/104): a rule change that loses answers here fails
+    assert sum(h for h, _ in kinds.values()) >= 93, kinds
+    assert all(h / n >= 0.7 for h, n in kinds.values()), kinds
+
+
+ZH_PLANETS = "太阳系中最大的行星是？A. 地球 B. 木星 C. 火星 D. 金星"
+
+
+@pytest.mark.parametrize("response, letter", [
+    ("我觉得答案是D。", "D"),
+    ("正确答案：（Ｂ）", "B"),
+    ("选项A和B都不对，我选C。", "C"),
+    ("一开始我想选A，不对，应该是B。", "B"),
+    ("木星，它的质量比其他行星加起来还大。", "B"),  # the option's text, in Chinese
+    ("地球不是，火星也不是，是木星。", "B"),
+    ("可能是A，也可能是C。", None),
+    ("这四个都不对。", None),
+])
+def test_choice_in_chinese(response, letter):
+    found = extract_choice(response, options_from(None, ZH_PLANETS), question=ZH_PLANETS)
+    assert found.value == letter, found
+
+
+def test_options_parse_from_a_chinese_prompt():
+    assert options_from(None, ZH_PLANETS) == {"A": "地球", "B": "木星", "C": "火星", "D": "金星"}
+
+
+PSYCH = {"A": "B. F. Skinner", "B": "Carl Jung", "C": "Jean Piaget", "D": "Albert Bandura"}
+
+
+@pytest.mark.parametrize("response, letter", [
+    ("B. F. Skinner, known for operant conditioning.", "A"),
+    ("It's A, B. F. Skinner.", "A"),
+    ("Jung, definitely.", "B"),  # a surname alone
+    ("Piaget studied children; Skinner, on the other hand, trained pigeons. So the answer is A.", "A"),
+])
+def test_initials_and_surnames_are_not_letters(response, letter):
+    assert extract_choice(response, PSYCH).value == letter
+
+
+def test_name_initials_without_options():
+    assert extract_choice("John F. Kennedy was president then, so the answer is D.").value == "D"
+    assert extract_choice("As C. S. Lewis wrote, it's B.").value == "B"
+    assert extract_choice("Definitely C. The heart pumps blood.").value == "C"  # a choice, not a middle initial
+
+
+@pytest.mark.parametrize("response, letter", [
+    ("B. Hmm, wait, that's only true for mammals. The answer is D.", "D"),
+    ("I'll say C... scratch that, I'd go with A.", "A"),
+    ("It's B. Wait, let me double-check. Yes.", "B"),  # nothing named after the cue: the whole answer decides
+    ("the answer is a no sorry i mean the third one", "C"),
+    ("A. Wait, or maybe B? I really can't decide.", None),  # corrected into a hedge: no answer
+])
+def test_self_corrections_anywhere(response, letter):
+    assert extract_choice(response, CAPITALS).value == letter
+
+
+@pytest.mark.parametrize("response, letter", [
+    ("Lyon isn't the capital, and Marseille is mostly known as a port. Paris is the one.", "C"),
+    ("Nice, no. Lyon, definitely not. Marseille, not really. That leaves Paris.", "C"),
+    ("Lyon is big, Marseille is old, Paris is famous, and Nice is sunny.", None),  # walks through, never settles
+])
+def test_prose_walkthroughs(response, letter):
+    assert extract_choice(response, CAPITALS).value == letter

@@ -77,6 +77,11 @@ class PolicyAdapter:
         if self.hear is None:
             self.hear = "audio" if getattr(self._policy, "hears_audio", False) else "asr"
 
+    @property
+    def speaks(self) -> bool:
+        """A policy answers in speech (unless it says ``speaks = False``): an answer without audio is its failure."""
+        return bool(getattr(self._policy, "speaks", True))
+
     def info(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"policy": self.policy_name, "checkpoint": self.checkpoint,
                                     "policy_args": self.policy_args, **self.generation,

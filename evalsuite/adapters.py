@@ -86,7 +86,12 @@ class Response:
 
 @runtime_checkable
 class ModelAdapter(Protocol):
-    """Batch of requests in, one response per request out (same order)."""
+    """Batch of requests in, one response per request out (same order).
+
+    An adapter may also say ``speaks = True``: every answer of this model should carry speech. An answer without
+    audio is then the model's failure for the speech scorers (an error in its row), where for a text-only or
+    unknown model it is a text-only answer the speech scorers do not apply to.
+    """
 
     name: str  # the model's name in results and leaderboards
 

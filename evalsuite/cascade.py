@@ -163,6 +163,10 @@ class CascadeAdapter:
         if self._voice is None and cfg.speak:
             self._voice = load_voice(cfg.voice)
 
+    @property
+    def speaks(self) -> bool:
+        return self.config.speak
+
     def info(self) -> dict[str, Any]:
         cfg = self.config
         settings: dict[str, Any] = asdict(cfg)

@@ -432,6 +432,7 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
         responses[k] = response
 
     rows, samples = [], []
+    no_speech: dict[int, str] = {}
     for k, (item, response) in enumerate(zip(batch, responses)):
         row: dict[str, Any] = {
             "id": item.id, "prompt": item.prompt, "prompt_audio": _describe_audio(item.audio),
@@ -460,6 +461,10 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
             reference=item.reference, meta={**item.meta, **({"style": item.style} if item.style else {}),
                                             "response_error": row["response.error"]},
         ))
+        if audio is None and row["response.error"] is None and getattr(adapter, "speaks", False):
+            # a model that speaks gave no speech here: its failure, not a text-only answer
+            why = (response.meta or {}).get("decode_error")
+            no_speech[k] = "the model speaks but returned no audio for this item" + (f" ({why})" if why else "")
 
     for s in scorings:
         # the same fields the metrics' `where` reads from samples.jsonl (one definition: _row_fields)
@@ -474,6 +479,8 @@ def _run_batch(batch: Sequence[BenchItem], adapter: ModelAdapter, scorings: Sequ
                 continue
             view, problem = _view(samples[k], rows[k], s.on)
             reason = not_applicable(view, frozenset(s.scorer.requires)) or _no_speech_to_read(rows[k], s.on, problem)
+            if reason and k in no_speech:
+                reason, problem = None, no_speech[k]
             if reason:  # not an error: a speech scorer on a text-only answer, counted apart
                 rows[k][f"{s.prefix}.value"] = None
                 rows[k][f"{s.prefix}.error"] = None

@@ -56,6 +56,8 @@ class SpeechLMAdapter:
         system_prompt: used when a request brings none (None: the chat template's own default, if any).
     """
 
+    speaks = False  # text out: the speech scorers do not apply
+
     name = "speech-lm"
     default_path = ""
     model_types: tuple[str, ...] = ()

@@ -539,3 +539,37 @@ def test_cli_rules_llm_fallback_reads_what_the_rules_cannot(tmp_path):
     bad = CliRunner().invoke(app, ["eval", "-b", "voicebench-openbookqa", "--model", f"responses:{outputs}",
                                    "-o", str(tmp_path / "bad"), "--rules-llm-fallback"])
     assert bad.exit_code == 2 and "--judge-model" in bad.output
+
+
+@pytest.mark.parametrize("speaks", [True, False])
+def test_a_model_that_speaks_and_gives_no_audio_fails_the_speech_scorers(tmp_path, speaks):
+    """For a model that says it speaks, an answer without audio is its failure (an error for the speech scorers,
+    with the decoder's reason); for a text model it is a text-only answer they do not apply to (issue #11)."""
+    from eval_fakes import EchoAdapter
+
+    class Mute(EchoAdapter):
+        def respond(self, requests):
+            out = super().respond(requests)
+            for request, response in zip(requests, out):
+                if request.id == "q2":
+                    response.audio, response.sample_rate = None, None
+                    response.meta["decode_error"] = "codec refused the tokens"
+            return out
+
+    adapter = Mute()
+    adapter.speaks = speaks
+    bench = _benchmark(tmp_path, scorers=[{"name": f"{FAKES}:ContainsScorer", "column": "contains"},
+                                          {"name": "loudness"}],
+                       metrics=[{"name": "accuracy", "column": "contains.value", "scale": 100},
+                                {"name": "level", "column": "loudness.value"}])
+    result = run_eval(load_benchmark(str(bench)), adapter, tmp_path / "run", progress=False)
+    rows = {r["id"]: r for r in _rows(tmp_path / "run")}
+    assert rows["q1"]["loudness.value"] is not None and rows["q2"]["contains.value"] is not None  # text still read
+    mute = rows["q2"]
+    assert mute["loudness.value"] is None
+    if speaks:
+        assert "returned no audio" in mute["loudness.error"] and "codec refused" in mute["loudness.error"]
+        assert not mute.get("loudness.not_applicable") and result.results["n_items_with_errors"] == 1
+    else:
+        assert mute["loudness.error"] is None and mute["loudness.not_applicable"]
+        assert result.results["n_items_with_errors"] == 0

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from rewards.extract import BBH_TASKS, Extraction, _clean, _fail, extract_choice, extract_yes_no, options_from
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_NUM = (r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a\s+few|a\s+couple(?:\s+of)?|"
+_NUM = (r"(?:\d+(?:\.\d+)?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a\s+few|a\s+couple(?:\s+of)?|"
         r"several|a|an|some|many)")
 _UNIT = r"(?:steps?|units?|paces?|squares?|spaces?|blocks?|meters?|metres?|feet|foot)"
 # "not" / "n't" / "never" up to two words before a word reverses it ("isn't completely normal")
@@ -92,7 +92,7 @@ _SPORTS: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) fo
     (r"\b(?:would\s*n't|would\s+not|does\s*n't|does\s+not|wouldn't)\s+surprise\b|\bno\s+surprise\b|"
      r"\bnot\s+surprising\b|\bmakes?\s+(?:total\s+|perfect\s+)?sense\b(?P<flip>)", "yes"),
     (r"\b(?:does\s*n't|does\s+not|do\s*n't|do\s+not)\s+(?:really\s+)?fit\b|\b(?:wrong|different|another)\s+sport|"
-     r"\bmix(?:es|ed|ing)?\s+(?:up\s+)?(?:\w+\s+){0,3}sports\b|\bincorrect\s+sport\b|\bmismatch|\bcontradiction|"
+     r"\b(?:mix(?:es|ed|ing)?|confus(?:es|ed|ing))\s+(?:up\s+)?(?:(?:\w+\s+){0,3}sports\b|\w+\s+(?:and|with)\s+\w+)|\bincorrect\s+sport\b|\bmismatch|\bcontradiction|"
      r"\bnonsensical\b|\bmakes\s+no\s+sense\b|\bdoes\s*n't\s+make\s+sense\b|\bdoes\s+not\s+make\s+sense\b", "no"),
     (r"\bnot\s+something\s+that\s+(?:would|could|will|ever)\s+happens?\b|\b(?:would|could|will)\s*(?:n't|\s+not|"
      r"\s+never)\s+happen\b|\b(?:does|do)(?:\s*n't|\s+not)\s+happen\b|\bnever\s+happens?\b", "no"),
@@ -113,8 +113,9 @@ _START = re.compile(
     r"home(?:\s+base)?|square\s+one)\b", re.I)
 _ARTICLE = re.compile(r"(?:\b(?:the|your|my|our)\s+)$", re.I)
 _FROM_START = re.compile(
-    rf"(?:\b{_NUM}\s+(?:more\s+)?{_UNIT}\b[\w\s,'-]{{0,30}}?|\b(?:away|short|shy|far|off|distance))\s*"
-    r"(?:of|from|off|past|beyond|behind)\s+$", re.I)
+    rf"(?:\b{_NUM}\s+(?:more\s+)?{_UNIT}\b[\w\s,'-]{{0,30}}?|\b(?:away|short|shy|far|off|distance|diagonal(?:ly)?|"
+    r"apart))\s*(?:of|from|off|past|beyond|behind)\s+$|\bnot\s+(?:back\s+)?(?:at|to|on|in)\s+$|"
+    r"\b(?:near|nearby|close\s+to|next\s+to|beside|nowhere\s+near)\s+$", re.I)
 _AT_START = re.compile(
     r"(?:\bback|\breturn\w*|\bend\w*(?:\s+up)?|\bfinish\w*|\barriv\w*|\bare|\bis|\bam|\bbe|'re|'s|\bland\w*|"
     r"\bstop\w*|\bbrings?\s+(?:you|us|me)|\bright|\bexactly|\bprecisely|\bget\w*|\bcome\w*|\bcame|\breach\w*|"
@@ -126,7 +127,15 @@ _NAVIGATE: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) 
     (r"\bhome\s+sweet\s+home\b|\bfull\s+circle\b|\b(?<!to\s)closes?\s+(?:the|that|this)\s+loop\b", "yes"),
     (r"\b(?:need|needs|needed|take|takes|require|requires)\s+(?:\w+\s+){0,2}more\s+(?:\w+\s+){0,2}to\s+"
      r"(?:close|get\s+back|return|make\s+it\s+back|finish)\b|\boff\s+by\s+" + _NUM + r"\b|"
-     r"\b(?:way\s+)?off\s+course\b|\bthree\s+sides\s+of\s+a\s+square\b", "no"),
+     r"\b(?:way\s+)?off\s+course\b|\bthree\s+sides\s+of\s+a\s+square\b|\bsomewhere\s+else\b|\belsewhere\b|"
+     r"\ba\s+different\s+(?:spot|place|position|location|point)\b", "no"),
+    # "final position: (0, 0)" / "you end at (-4, 4)"
+    (r"\b(?:final|ending|end|last)\s+(?:position|point|location|spot|coordinates?)\s*(?:is|was|:|=|of)?\s*"
+     r"(?:at\s+)?\(\s*0\s*,\s*0\s*\)|\b(?:end|finish|land|wind)\w*(?:\s+up)?\s+(?:back\s+)?at\s+\(\s*0\s*,\s*0\s*\)",
+     "yes"),
+    (r"\b(?:final|ending|end|last)\s+(?:position|point|location|spot|coordinates?)\s*(?:is|was|:|=|of)?\s*"
+     r"(?:at\s+)?\((?!\s*0\s*,\s*0\s*\))\s*-?\d+\s*,\s*-?\d+\s*\)|"
+     r"\b(?:end|finish|land|wind)\w*(?:\s+up)?\s+at\s+\((?!\s*0\s*,\s*0\s*\))\s*-?\d+\s*,\s*-?\d+\s*\)", "no"),
 ]] + [(re.compile(p), v) for p, v in [
     (r"(?:没有|没|不会|不能|无法|不)\s*(?:能\s*)?(?:回到|走回|返回|回)|还差|离(?:起点|原点|出发点)|"
      r"在(?:起点|原点|出发点)的?(?:左|右|前|后|东|西|南|北)", "no"),
@@ -142,7 +151,10 @@ def _navigate_verdicts(text: str) -> list[_Verdict]:
         if any(s <= m.start() < e for s, e in taken):
             continue
         clause_start = max(text.rfind(c, 0, m.start()) for c in ".!?;\n") + 1
-        before = _ARTICLE.sub("", text[clause_start:m.start()])
+        before = text[clause_start:m.start()]
+        if m.group(0).lower() == "start" and not _ARTICLE.search(before):
+            continue  # "Let's start", "Start facing north": the verb
+        before = _ARTICLE.sub("", before)
         if re.fullmatch(r"\s*", before) and re.match(r"home\s+base", m.group(0), re.I):
             found.append(_Verdict(m.start(), m.end(), "yes", m.group(0)))  # "Home base, baby!"
             continue
@@ -165,6 +177,8 @@ _WEB: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) for p
      r"covering|covers|covered)\s+for\s+(?:a|the)\s+(?:\w+\s+)?liar|word\s+(?:is\s*n't|is\s+not|isn't)\s+worth|"
      r"can'?t\s+be\s+trusted|cannot\s+be\s+trusted|is\s*n't\s+trustworthy|untrustworthy|dishonest|untruthful)\b",
      "no"),
+    (r"'s\s+(?:statement|claim|words?|testimony)\s+(?:is|was)\s+(?:false|untrue|wrong|a\s+lie|incorrect)\b", "no"),
+    (r"'s\s+(?:statement|claim|words?|testimony)\s+(?:is|was)\s+(?:true|correct|accurate|right)\b", "yes"),
     (r"\b(?:nailed\s+it|calling\s+it\s+like\s+it\s+is|calls\s+it\s+like\s+it\s+is|called\s+(?:her|him|them|it)\s+out|"
      r"calls\s+(?:her|him|them|it)\s+out|saw\s+(?:right\s+)?through|sees\s+(?:right\s+)?through|got\s+\w+'s\s+number|"
      r"got\s+it\s+right|spot\s+on|telling\s+it\s+straight)\b", "yes"),
@@ -180,7 +194,7 @@ _WEB: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) for p
 _REPORTS = re.compile(
     r"\b(?:says?|said|saying|claims?|claimed|claiming|calls?|called|calling|thinks?|thought|believes?|believed|"
     r"insists?|insisted|states?|stated|asserts?|asserted|accuses?|accused|suggests?|suggested|vouch\w*|agrees?|"
-    r"agreed|whether|if|does|do|did)\b|说(?!\s*(?:谎|真话|实话|假话|的是|的都是|的不是))|认为|声称|称|指出", re.I)
+    r"agreed|whether|if)\b|说(?!\s*(?:谎|真话|实话|假话|的是|的都是|的不是))|认为|声称|称|指出", re.I)
 _CLAUSE = re.compile(r"[.;!?,:\n→()。；！？，：、]|\s-+\s|—|\b(?:so|because|since|which|who|and|but|while|whereas|"
                      r"therefore|thus|hence|then|meaning|means)\b|所以|因为|因此|那么|那|但是|却|而且|可是", re.I)
 _PRONOUN = re.compile(r"\b(?:he|she|they|him|her)\b|[他她]", re.I)
@@ -215,9 +229,10 @@ def _mentions(text: str, people: list[str]) -> list[tuple[int, int, str]]:
     return sorted(found)
 
 
-def _web_verdicts(text: str, people: list[str]) -> list[tuple[_Verdict, str | None, bool, set[str]]]:
-    """Each verdict with whom it is about (None when unknown), whether it is reported speech (``Jerry says Fidel
-    lies``) and the people named in its clause."""
+def _web_verdicts(text: str, people: list[str]) -> list[tuple[_Verdict, str | None, bool, bool, set[str]]]:
+    """Each verdict with whom it is about (None when unknown), whether its clause names that person (rather than a
+    pronoun or an earlier clause), whether it is reported speech (``Jerry says Fidel lies``) and the people named
+    in its clause."""
     names = _mentions(text, people)
     sentence_starts = [0] + [m.end() for m in re.finditer(r"[.!?。！？\n]", text)]
     out = []
@@ -225,30 +240,43 @@ def _web_verdicts(text: str, people: list[str]) -> list[tuple[_Verdict, str | No
         if _in_question(text, v):
             continue
         clause_start = max([0] + [m.end() for m in _CLAUSE.finditer(text, 0, v.start)])
-        # a name right before the clause break still names this clause: "Jamey is honest" after "Jamey:"
         prefix = text[clause_start:v.start]
         reported = bool(_REPORTS.search(prefix))
         in_clause = [n for s, e, n in names if clause_start <= s and e <= v.start]
         sentence_start = max(s for s in sentence_starts if s <= v.start)
+        in_sentence = [n for s, e, n in names if sentence_start <= s < v.start]
+        after = _NAMED_AFTER.match(text, v.end)
+        named_after = next((n for s, e, n in names if after and s == after.end()), None)
         subject: str | None
         if in_clause:
             subject = in_clause[-1]
+        elif named_after:  # "The liar is Quinn", "The truth-teller here is Priya, not Quinn"
+            subject = named_after
+            end = next(e for s, e, n in names if s == after.end())
+            other = re.match(r"\s*,?\s*(?:and\s+|but\s+)?not\s+", text[end:])
+            if other:
+                for s, _e, n in names:
+                    if s == end + other.end():
+                        out.append((_Verdict(s, s, "no" if v.value == "yes" else "yes", f"not {n}"), n, False,
+                                    True, {n}))
         elif _PRONOUN.search(prefix):
-            in_sentence = [n for s, e, n in names if sentence_start <= s < v.start]
             earlier = [s for s in sentence_starts if s < sentence_start]
             previous = [n for s, e, n in names if earlier and earlier[-1] <= s < sentence_start]
             subject = (in_sentence or previous or [None])[0]
         else:
-            in_sentence = [n for s, e, n in names if sentence_start <= s < v.start]
             subject = in_sentence[-1] if in_sentence else None
         clause_names = {n for s, e, n in names if clause_start <= s < v.end}
-        out.append((v, subject, reported, clause_names))
-    return out
+        out.append((v, subject, reported, bool(in_clause or named_after), clause_names))
+    return sorted(out, key=lambda r: r[0].start)
+
+
+_NAMED_AFTER = re.compile(r"\s*(?:here\s+|in\s+this\s+\w+\s+)?(?:is|was|must\s+be|has\s+to\s+be|would\s+be)\s+",
+                          re.I)
 
 
 # -- hedges -------------------------------------------------------------------------------------------------------
 _HEDGE = re.compile(
-    r"\b(?:not\s+(?:entirely\s+|really\s+|quite\s+|totally\s+|100%\s+)?(?:sure|certain)|unsure|uncertain|"
+    r"\b(?:not\s+(?:entirely\s+|really\s+|quite\s+|totally\s+|100%\s+)?(?:sure|certain)(?!\s+(?:why|how))|unsure|uncertain|"
     r"can'?t\s+(?:tell|say|decide|be\s+sure)|cannot\s+(?:tell|say|decide)|hard\s+to\s+(?:say|tell)|"
     r"(?:could|might|can)\s+go\s+either\s+way|i\s+don'?t\s+know|no\s+idea|it\s+depends|"
     r"lost\s+track|confused)\b"
@@ -298,8 +326,8 @@ _BAD_ORDER = re.compile(
     r"incorrect(?:ly)?|word\s+salad|yoda|awkward|unnatural|weird|breaks|violates|out\s+of\s+order|clunky|odd)\b", re.I)
 _REFERENT = re.compile(
     r"\b(?:option|sentence|choice|answer|phrase)\s+\(?(?P<l>[AB])\)?(?![\w])|\((?P<p>[AB])\)|"
-    r"\b(?P<b>[AB])(?:'s\b|\b(?=\s+(?:sounds|is|has|follows|uses|puts|gets|reads|scrambles|looks|seems|feels|all|"
-    r"just)\b))|\b(?:the\s+)?(?P<o>first|second|former|latter)\b(?:\s+(?:one|sentence|option|phrase|choice)\b)?|"
+    r"\b(?P<b>[AB])(?:'s\b|\b(?=\s+(?:sounds|is|isn't|has|follows|uses|puts|gets|reads|scrambles|looks|seems|"
+    r"feels|does|doesn't|all|just)\b))|\b(?:the\s+)?(?P<o>first|second|former|latter)\b(?:\s+(?:one|sentence|option|phrase|choice)\b)?|"
     r"\bthe\s+other(?:\s+(?:one|sentence|option|phrase|choice))?\b", re.I)
 
 
@@ -381,17 +409,21 @@ def extract_bbh(response: str | None, task: str, prompt: str | None = None) -> E
     if kind == "web_of_lies":
         people, asked = _people(prompt)
         read = _web_verdicts(text, people)
-        stated = [(v, who) for v, who, reported, _ in read if not reported]
-        about = [v for v, who in stated if asked and who == asked]
-        named = asked is not None and any(asked in names or who == asked for _, who, _, names in read)
+        stated = [(v, who, explicit) for v, who, reported, explicit, _ in read if not reported]
+        about = [v for v, who, _ in stated if asked and who == asked]
+        named = asked is not None and any(asked in names or who == asked for _, who, _, _, names in read)
         if about:
             verdicts = about
             details["about"] = asked
         elif not named:
-            verdicts = [v for v, _ in stated]
+            # the asked person is never named in a verdict (no prompt, or a name the transcript spells otherwise):
+            # the last verdict that does not name someone else
+            verdicts = [v for v, who, explicit in stated if not (explicit and asked and who != asked)]
+            if not verdicts and stated:
+                return _fail(f"no verdict about {asked}, only about others", others=[v.phrase for v, _, _ in stated])
         else:
             return _fail(f"no verdict about {asked} (only about others, or reported)",
-                         others=[v.phrase for v, _ in stated])
+                         others=[v.phrase for v, _, _ in stated])
     elif kind == "sports_understanding":
         verdicts = [v for v in _verdicts(text, _SPORTS) if not _in_question(text, v)]
     else:

@@ -11,12 +11,13 @@ return to the starting point? does X tell the truth?). How the verdict is decide
      ``two steps left of where you began``, ``one step shy of home``, ``还差一步`` → no);
    - web_of_lies: a statement about the person the prompt asks about (``So Vina is lying``, ``Fletcher nailed
      it``, ``小刚说的是真话``); what someone *says* about another (``Jerry says Fidel lies``) is reported, not a
-     verdict. When the asked person is never named in a verdict, the last verdict about anyone decides.
+     verdict. When the asked person is never named in a verdict, the last verdict decides, unless it names
+     someone else.
 3. Else the weaker yes/no signals of `extract_yes_no` (answer phrases, a lone yes/no word).
 
 A response that hedges after its last verdict, or hedges and gives verdicts both ways, has no verdict. ``hyperbaton``
-is (A)/(B): a statement of which option's order is right or wrong (``option A's order is the standard one, B
-scrambles it``, ``the other one sounds like word salad``) when the statements agree, else `extract_choice`. No
+is (A)/(B): statements of which option's order is right or wrong (``option A's order is the standard one, B
+scrambles it``, ``the other one sounds like word salad``, ``B 听起来很别扭``) when they agree, else `extract_choice`. No
 verdict is a failure with its reason, never a guess.
 """
 
@@ -85,7 +86,9 @@ _SPORTS: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) fo
     (r"\b(?:happens|happened|does\s+(?:it|that|this)|did\s+(?:it|that|this)|done\s+(?:it|that|this)?)\s*"
      r"(?:all\s+the\s+time|every\s+(?:\w+\s+)?(?:day|week|game|season|sunday|night|year)|(?:so\s+|very\s+)?often|"
      r"(?:many|countless|plenty\s+of|lots\s+of|so\s+many|hundreds\s+of|thousands\s+of)\s+times)", "yes"),
-    (r"\b(?:totally|definitely|absolutely)\s+happens\b", "yes"),
+    (r"\b(?:totally|definitely|absolutely)\s+happens\b|\bnothing\s+(?:weird|strange|unusual|odd|crazy|wrong)\b",
+     "yes"),
+    (r"(?P<flip>)\b(?:unusual|strange|weird|bizarre|absurd|ridiculous|impossible)\b", "no"),
     (r"\bclassic\s+(?:\w+\s+){0,2}(?:move|play|moment|thing|stuff)\b", "yes"),
     (r"\b(?:exactly|just|precisely)\s+(?:the\s+)?(?:kind|sort|type)\s+of\s+thing\s+(?:\w+\s+){0,2}"
      r"(?:does|did|do|would\s+do)\b", "yes"),
@@ -101,7 +104,8 @@ _SPORTS: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) fo
 ]] + [(re.compile(p), v) for p, v in [
     (r"不(?:太|大|是很|怎么|够)?(?:合理|现实|可信|正常|常见)|说不通|讲不通|不可能|不搭|不会发生|不会出现|从来?没(?:有)?[^，,。.]{0,12}(?:打过|踢过|参加过|玩过)|"
      r"(?:张冠李戴|风马牛)", "no"),
-    (r"(?<![不没])(?:合理|说得通|讲得通|很正常|正常|很常见|常见|完全可能|很可能|现实|可信)", "yes"),
+    (r"不符合(?:常理|常识|逻辑|事实|实际)|不合常理|违背常理|违反常理", "no"),
+    (r"(?<![不没])(?:合理|符合常理|说得通|讲得通|很正常|正常|很常见|常见|完全可能|很可能|现实|可信)", "yes"),
 ]]
 
 # -- navigate -----------------------------------------------------------------------------------------------------
@@ -137,10 +141,10 @@ _NAVIGATE: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) 
      r"(?:at\s+)?\((?!\s*0\s*,\s*0\s*\))\s*-?\d+\s*,\s*-?\d+\s*\)|"
      r"\b(?:end|finish|land|wind)\w*(?:\s+up)?\s+at\s+\((?!\s*0\s*,\s*0\s*\))\s*-?\d+\s*,\s*-?\d+\s*\)", "no"),
 ]] + [(re.compile(p), v) for p, v in [
-    (r"(?:没有|没|不会|不能|无法|不)\s*(?:能\s*)?(?:回到|走回|返回|回)|还差|离(?:起点|原点|出发点)|"
-     r"在(?:起点|原点|出发点)的?(?:左|右|前|后|东|西|南|北)", "no"),
-    (r"(?:回到|走回|返回|回)(?:了)?\s*(?:起点|原点|出发(?:的)?(?:地方|点|位置)|原来的?(?:位置|地方)|原地|原处|起始(?:点|位置))",
-     "yes"),
+    (r"(?:没有|没|不会|不能|无法|不)\s*(?:能\s*)?(?:回到|走回|返回|回)|(?:不是|不在|并非)\s*(?:起点|原点|出发点)|还差|"
+     r"离(?:起点|原点|出发点)|在(?:起点|原点|出发点)的?(?:左|右|前|后|东|西|南|北)", "no"),
+    (r"(?:回到|走回|返回|回|停在|位于|就在|又在)(?:了)?\s*(?:起点|原点|出发(?:的)?(?:地方|点|位置)|原来的?(?:位置|地方)|"
+     r"原地|原处|起始(?:点|位置))", "yes"),
 ]]
 
 
@@ -183,12 +187,15 @@ _WEB: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) for p
      r"calls\s+(?:her|him|them|it)\s+out|saw\s+(?:right\s+)?through|sees\s+(?:right\s+)?through|got\s+\w+'s\s+number|"
      r"got\s+it\s+right|spot\s+on|telling\s+it\s+straight)\b", "yes"),
     (r"(?P<flip>)(?:\b(?:tells?|telling|told|speaks?|speaking|spoke)\s+the\s+truth\b|\b(?:is|was|are|'s)\s+"
-     r"(?:being\s+)?(?:truthful|honest)\b|\b(?:a\s+)?truth-?teller\b|\bhonest\b|\btruthful\b)", "yes"),
+     r"(?:being\s+)?(?:truthful|honest)\b|\b(?:a\s+)?truth-?teller\b|\bhonest\b|\btruthful\b|\btrustworthy\b|"
+     r"\breliable\b)", "yes"),
     (r"(?P<flip>)\b(?:lies|is\s+lying|'s\s+lying|are\s+lying|was\s+lying|lying|lied|tells\s+(?:a\s+)?lies?|"
      r"(?:a|the)\s+liar|liar|fibbing|fibber|fibs|fibbed)\b", "no"),
 ]] + [(re.compile(p), v) for p, v in [
     (r"(?:说的?不是(?:真话|实话)|不说真话|不诚实|没有?说真话|在?说\s*(?:的是|的都是)?\s*(?:谎话?|假话)|撒谎|"
      r"是骗子|骗人)", "no"),
+    (r"说的\s*(?:就|也|都)?\s*(?:是)?\s*(?:错的?|不对|假的|假话)", "no"),
+    (r"说的\s*(?:就|也|都)?\s*(?:是)?\s*(?:对的?|没错|真的)(?!话)", "yes"),
     (r"(?:没有?说谎|没有?撒谎|在?说\s*(?:的是|的都是)?\s*(?:真话|实话)|(?:是)?诚实(?:的)?)", "yes"),
 ]]
 _REPORTS = re.compile(
@@ -320,15 +327,18 @@ def _zh_yes_no(text: str) -> Extraction | None:
 _GOOD_ORDER = re.compile(
     r"\b(?:standard|natural(?:ly)?|natural-sounding|correct(?:ly)?|right|proper(?:ly)?|spot\s+on|follows|"
     r"rolls\s+off\s+the\s+tongue|sounds\s+(?:right|good|better|fine|natural|correct)|all\s+the\s+way|makes\s+sense|"
-    r"well-ordered|in\s+order)\b", re.I)
+    r"well-ordered|in\s+order)\b|(?<![不没])(?:正确|对(?![于比应])|自然|通顺|顺口|标准|符合)", re.I)
 _BAD_ORDER = re.compile(
     r"\b(?:scrambles?|scrambled|jumbled?|jumbles|backwards?|(?:sounds|is|looks|reads)\s+(?:\w+\s+)?off|wrong|"
-    r"incorrect(?:ly)?|word\s+salad|yoda|awkward|unnatural|weird|breaks|violates|out\s+of\s+order|clunky|odd)\b", re.I)
+    r"incorrect(?:ly)?|word\s+salad|yoda|awkward|unnatural|weird|breaks|violates|out\s+of\s+order|clunky|odd)\b|"
+    r"不对|错|不正确|别扭|不自然|不通顺|奇怪|乱|颠倒|反了", re.I)
 _REFERENT = re.compile(
     r"\b(?:option|sentence|choice|answer|phrase)\s+\(?(?P<l>[AB])\)?(?![\w])|\((?P<p>[AB])\)|"
     r"\b(?P<b>[AB])(?:'s\b|\b(?=\s+(?:sounds|is|isn't|has|follows|uses|puts|gets|reads|scrambles|looks|seems|"
     r"feels|does|doesn't|all|just)\b))|\b(?:the\s+)?(?P<o>first|second|former|latter)\b(?:\s+(?:one|sentence|option|phrase|choice)\b)?|"
-    r"\bthe\s+other(?:\s+(?:one|sentence|option|phrase|choice))?\b", re.I)
+    r"\bthe\s+other(?:\s+(?:one|sentence|option|phrase|choice))?\b|"
+    r"(?<![A-Za-z])(?P<z>[AB])(?![A-Za-z])(?=\s*(?:的|是|听|读|更|比较|顺序|选项|句|这个|那个))|"
+    r"(?P<zo>第一个|第一句|第一种|前者|第二个|第二句|第二种|后者)|另一个|另外一个", re.I)
 
 
 def _order_verdict(text: str, options: dict[str, str]) -> str | None:
@@ -336,11 +346,13 @@ def _order_verdict(text: str, options: dict[str, str]) -> str | None:
     lowered = text.lower()
     events: list[tuple[int, int, str, str]] = []  # (start, end, kind, letter or polarity)
     for m in _REFERENT.finditer(text):
-        letter = m.group("l") or m.group("p") or m.group("b")
+        letter = m.group("l") or m.group("p") or m.group("b") or m.group("z")
         if letter:
             letter = letter.upper()
         elif m.group("o"):
             letter = "A" if m.group("o").lower() in ("first", "former") else "B"
+        elif m.group("zo"):
+            letter = "A" if m.group("zo") in ("第一个", "第一句", "第一种", "前者") else "B"
         else:
             letter = "other"
         events.append((m.start(), m.end(), "ref", letter))
@@ -352,7 +364,7 @@ def _order_verdict(text: str, options: dict[str, str]) -> str | None:
         for m in pattern.finditer(text):
             events.append((m.start(), m.end(), "pol", polarity))
     events.sort()
-    boundaries = [m.start() for m in re.finditer(r"[.!?\n]", text)]
+    boundaries = [m.start() for m in re.finditer(r"[.!?\n。！？]", text)]
     votes: set[str] = set()
     current: tuple[str, int] | None = None  # the option last referred to, and its sentence
     last_named: str | None = None

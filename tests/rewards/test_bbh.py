@@ -57,6 +57,7 @@ WEB_ZH = "问题：老王说谎。老李说老王说真话。老陈说老李说�
     ("The liar here is Quinn.", "no"),
     ("The truth-teller is Oscar, not Quinn.", "no"),
     ("Quinn's claim is false.", "no"),
+    ("Quinn is totally trustworthy here.", "yes"),
 ])
 def test_web_of_lies_reads_the_person_asked(response, expected):
     found = extract_bbh(response, "web_of_lies", WEB)
@@ -69,6 +70,7 @@ def test_web_of_lies_reads_the_person_asked(response, expected):
     ("老陈在说谎，老李倒是诚实的。", "no"),
     ("答案：是。老陈说的是真话。", "yes"),
     ("不是，老陈没有说真话。", "no"),
+    ("老李说老王说真话，这是假的，所以老李说谎；那老陈说的就对了。", "yes"),
 ])
 def test_web_of_lies_in_chinese(response, expected):
     found = extract_bbh(response, "web_of_lies", WEB_ZH)
@@ -109,6 +111,8 @@ def test_navigate_reads_where_you_end(response, expected):
     ("算下来离起点还有3步，不会回到起点。", "no"),
     ("是的，可以回到起点。", "yes"),
     ("不会，你会停在起点左边两步的地方。", "no"),
+    ("绕了一圈，我们最后停在原点。", "yes"),
+    ("最后的位置不是起点。", "no"),
 ])
 def test_navigate_in_chinese(response, expected):
     found = extract_bbh(response, "navigate", NAV)
@@ -129,6 +133,8 @@ SPORTS = "Is the following sentence plausible? Kevin Durant hit a jump shot in t
     ("Durant has never played a single game of cricket.", "no"),
     ("That just wouldn't happen in the NBA.", "no"),
     ("It isn't normal at all for a basketball player to score a touchdown.", "no"),
+    ("That's basketball through and through, nothing weird about it.", "yes"),
+    ("A basketball player scoring a touchdown would be bizarre.", "no"),
 ])
 def test_sports_reads_implied_claims(response, expected):
     found = extract_bbh(response, "sports_understanding", SPORTS)
@@ -142,6 +148,7 @@ def test_sports_reads_implied_claims(response, expected):
     ("不太合理，他不踢足球。", "no"),
     ("是的，这很正常。", "yes"),
     ("答案：不是。", "no"),
+    ("这不符合常理，杜兰特不打冰球。", "no"),
 ])
 def test_sports_in_chinese(response, expected):
     found = extract_bbh(response, "sports_understanding", SPORTS)
@@ -159,6 +166,8 @@ HYPER = "Which sentence has the correct adjective order? Options: (A) tiny old b
     ("A isn't right, it puts color first.", "(B)"),
     ("选项B的顺序是对的。", "(B)"),
     ("A的顺序正确，B是错的。", "(A)"),
+    ("A 的顺序比较自然，B 听起来很别扭。", "(A)"),
+    ("第二个是对的，第一个读起来不通顺。", "(B)"),
 ])
 def test_hyperbaton_order_statements(response, expected):
     found = extract_bbh(response, "hyperbaton", HYPER)

@@ -484,20 +484,26 @@ def _restating_sentence_choice(text: str, options: Mapping[str, str], stem: set[
 _CLAUSE_SPLIT = re.compile(r"[.;!?\n]+(?:\s|$)|,\s|\s[-—]+\s|\s(?=(?:but|so|though|although|while|whereas)\b)", re.I)
 _DISMISSED = re.compile(r"\b(?:not|no|never|nothing|none|neither|nor|out|wrong|incorrect|false|irrelevant|unrelated|"
                         r"nope|nah|isn'?t|aren'?t|wasn'?t|weren'?t|doesn'?t|don'?t|didn'?t|won'?t|can'?t|cannot|"
-                        r"mix\w*\s+(?:\w+\s+)?up|confus\w*|misconception)\b|n't\b|不是|不对|不正确|错|排除|不可能|并非",
+                        r"mix\w*\s+(?:\w+\s+)?up|confus\w*|misconception)\b|n't\b|不是|不对|不正确|错|排除|不可能|并非"
+                        r"|\binstead\W*$",
                         re.I)
 _VERDICT_ONLY = re.compile(r"^\W*(?:(?:definitely|certainly|clearly|obviously|probably|also)\s+)?(?:no|nope|nah|not|"
                            r"wrong|out|not\s+(?:it|that|this\s+one|that\s+one|really))\W*$", re.I)
 _SINGLED = re.compile(r"\b(?:is|'s)\s+the\s+(?:one|answer|right\s+one|correct\s+one)\b|\bthat\s+leaves\b|\bleaving\b|"
                       r"\bit'?s\s+(?:the\s+)?\w+(?:\s+\w+)?\s+that\b|\b(?:go|going)\s+with\b|"
                       r"\bthat'?s\s+(?:your|the|our)\s+(?:answer|one|pick)\b|\bwhat\s+(?:actually\s+)?happened\s+was\b|"
-                      r"\bthe\s+(?:real|actual|correct|right)\s+(?:answer|one|cause|reason)\b", re.I)
+                      r"\bthe\s+(?:real|actual|correct|right)\s+(?:answer|one|cause|reason)\b"
+                      , re.I)
+# "X is what kicked off World War One": X singled out when what follows echoes the question's words
+_SINGLED_WHAT = re.compile(r"\b(?:is|was|are|were)\s+what\s+(?:actually\s+|really\s+|finally\s+)?"
+                           r"(?!(?:people|most|many|some|everyone|you|they|we|i|it)\b)(.*)", re.I)
 
 
-def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[str]]:
+def _walkthrough(text: str, options: Mapping[str, str], stem: set[str] | None = None) -> tuple[set[str], set[str]]:
     """For an answer that walks through the options in prose: the options it dismisses in every clause that names
     them (a negation in the clause, or a bare verdict right after it: "X, no."), and those it singles out in a
-    clause ("X is the one", "that leaves X", "it's X that")."""
+    clause ("X is the one", "that leaves X", "it's X that", "X is what started World War One" when the words after
+    "is what" echo the question's ``stem`` words)."""
     clauses = [c for c in _CLAUSE_SPLIT.split(text) if c and c.strip()]
     norm = {k: normalise(v) for k, v in options.items()}
     words = {k: {w for w in v.split() if len(w) > 3} for k, v in norm.items()}
@@ -515,11 +521,13 @@ def _walkthrough(text: str, options: Mapping[str, str]) -> tuple[set[str], set[s
             if len(owners) == 1 and _SINGLED.search(clause) and not _DISMISSED.search(clause):
                 singled |= owners
             continue
-        dismissed = bool(_DISMISSED.search(clause)
+        dismissed = bool(_DISMISSED.search(_UNSURE.sub(" ", clause))
                          or i + 1 < len(clauses) and _VERDICT_ONLY.match(clauses[i + 1]))
         for k in here:
             named.setdefault(k, []).append(dismissed)
-            if not dismissed and _SINGLED.search(clause):
+            echo = _SINGLED_WHAT.search(clause)
+            if not dismissed and (_SINGLED.search(clause) or echo and stem and len(
+                    {_stemmed(w) for w in normalise(echo.group(1)).split() if len(w) > 3} & stem)):
                 singled.add(k)
     return {k for k, flags in named.items() if all(flags)}, singled
 
@@ -541,6 +549,10 @@ def _surnames(options: Mapping[str, str]) -> dict[str, str]:
             if words[-1].lower() not in others and not re.fullmatch(r"(?:Jr|Sr|II|III|IV)\.?", words[-1]):
                 out[letter] = words[-1]
     return out
+
+
+_UNSURE = re.compile(r"\b(?:i'?m|i\s+am)\s+not\s+(?:totally\s+|entirely\s+|really\s+|quite\s+|100%\s+)?sure\b|"
+                     r"\bi\s+(?:don'?t|do\s+not)\s+(?:really\s+)?(?:know|remember)\b|不确定|不太确定|记不清", re.I)
 
 
 def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = None) -> Extraction | None:
@@ -570,15 +582,20 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
 
     def hedged(s: int, e: int) -> bool:
         before, after = said[max(0, s - 30):s], said[e:e + 20]
-        return bool(re.search(r"\b(?:either|maybe|perhaps|possibly|or|could be|might be)\s+$", before)
+        return bool(re.search(r"\b(?:either|maybe|perhaps|possibly|or|could be|might be|whether(?: it (?:was|is|s))?)"
+                              r"\s+$", before)
                     or re.match(r"^\s*or\b", after))
 
     chosen = [k for k, spans in hits.items() if spans and not all(rejected(s, e) for s, e in spans)]
+    open_ = [k for k in chosen if all(hedged(s, e) for s, e in hits[k])]
+    if len(open_) >= 2 and _UNSURE.search(text):
+        # "I'm not sure whether it was X or Y. I know Z was the general": unsure between options, none chosen
+        return _fail(f"the response is unsure between options: {', '.join(sorted(open_))}", hedged=sorted(open_))
     if len(chosen) > 1:
         # a walk through the options: those dismissed in their own clause drop out ("darkness isn't going to do
         # it", "volcanic eruptions, no"); of the rest, the one the answer singles out ("sunlight is the one that
         # helps", "that leaves the outer core") is the answer
-        dismissed, singled = _walkthrough(text, {k: options[k] for k in chosen})
+        dismissed, singled = _walkthrough(text, {k: options[k] for k in chosen}, stem)
         if dismissed and len(set(chosen) - dismissed) >= 1:
             chosen = [k for k in chosen if k not in dismissed]
         if len(chosen) > 1 and len(singled & set(chosen)) == 1:
@@ -672,6 +689,11 @@ def extract_choice(response: str | None, options: Mapping[str, str] | None = Non
     if options and _HAS_CJK.search(text):
         options = {k: _cjk_spaced(v) for k, v in options.items()}
     whole = _choice(text, options, allowed, question)
+    withdrawn = list(_WITHDRAW.finditer(text))
+    if whole.ok and withdrawn:
+        after = _choice(text[withdrawn[-1].end():], options, allowed, question)
+        if not after.ok:
+            return _fail(f"the response takes its answer back ({withdrawn[-1].group(0)!r})", **whole.details)
     # "I'd go with B. Let me rethink that. ... So the answer is C.": what follows the last self-correction is the
     # answer; when it names no option the whole response is read, when it hedges the response has no answer
     cues = list(_RECONSIDER.finditer(text))
@@ -692,7 +714,10 @@ _RECONSIDER = re.compile(
     r"\b(?:wait|scratch\s+that|on\s+second\s+thought|correction|corrected\s+answer|i\s+misspoke|i\s+meant|"
     r"let\s+me\s+(?:rethink|reconsider|correct|think\s+again|redo|revise|re-?think)|change\s+my\s+answer|"
     r"i\s+take\s+(?:that|it)\s+back|(?:up)?on\s+reflection|no,?\s+sorry|sorry,?\s+no|hmm+,?\s+no|actually,?\s+no|"
-    r"my\s+mistake|oops|i\s+was\s+wrong)\b", re.IGNORECASE)
+    r"my\s+mistake|oops|i\s+was\s+wrong)\b|(?<=\?)\s*(?:no|nope|nah)\b", re.IGNORECASE)
+# Taking the answer back after giving it: "... that's B. Actually, some guidelines say ... so maybe neither."
+_WITHDRAW = re.compile(r"\b(?:so\s+)?(?:maybe|perhaps|possibly|probably)\s+(?:neither|none\s+of\s+(?:them|these|those|"
+                       r"the\s+(?:above|options)))\b|都不对|都不是", re.IGNORECASE)
 
 
 def _choice(text: str, options: dict[str, str], allowed: str, question: str | None) -> Extraction:

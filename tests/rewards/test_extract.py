@@ -244,8 +244,8 @@ def test_hard_mcq_set_per_kind():
     print("hard mcq (development part):", kinds)
     assert set(kinds) == {"chinese", "prose_walkthrough", "letter_in_name", "self_correction"}
     assert all(n >= 26 for _, n in kinds.values())
-    # the level reached on this part (93/104): a rule change that loses answers here fails
-    assert sum(h for h, _ in kinds.values()) >= 93, kinds
+    # the level reached on this part (98/104): a rule change that loses answers here fails
+    assert sum(h for h, _ in kinds.values()) >= 98, kinds
     assert all(h / n >= 0.7 for h, n in kinds.values()), kinds
 
 
@@ -308,3 +308,38 @@ def test_self_corrections_anywhere(response, letter):
 ])
 def test_prose_walkthroughs(response, letter):
     assert extract_choice(response, CAPITALS).value == letter
+
+
+WAR = "Which event started World War I? A. the bombing of Pearl Harbor, B. the assassination of Archduke Franz " \
+      "Ferdinand, C. the fall of the Berlin Wall, D. the invasion of Poland."
+
+
+@pytest.mark.parametrize("response, letter", [
+    # "X is what <echo of the question>" singles X out; "is what" about something else does not
+    ("The invasion of Poland began the second war. The assassination of Archduke Franz Ferdinand is what started "
+     "World War One.", "B"),
+    ("The invasion of Poland is what textbooks cover first. The assassination of Archduke Franz Ferdinand is "
+     "what the history books describe in detail.", None),
+    ("The fall of the Berlin Wall is what ended the Cold War, and the invasion of Poland began World War Two.", None),
+    # an option named with "instead" at the end of its clause is set aside
+    ("The assassination of Archduke Franz Ferdinand in 1914. The invasion of Poland started World War Two "
+     "instead.", "B"),
+])
+def test_singled_by_what_it_did_and_set_aside_by_instead(response, letter):
+    found = extract_choice(response, options_from(None, WAR), question=WAR)
+    assert found.value == letter, found
+
+
+@pytest.mark.parametrize("response, letter", [
+    # unsure between two options: the third, named as background, is not the answer
+    ("I'm not sure whether it was the invasion of Poland or the bombing of Pearl Harbor. I know the fall of the "
+     "Berlin Wall was much later.", None),
+    # a doubt answered with "no" keeps the answer
+    ("D. Hmm, no, that was 1939. It's B. Or was that the second war too? No, definitely 1914. B.", "B"),
+    # an answer taken back after it was given
+    ("B, the assassination. Although some say the causes go deeper, so maybe neither really.", None),
+    ("So maybe neither of the first two. It's B.", "B"),  # a choice after the withdrawal stands
+])
+def test_unsure_doubt_answered_and_withdrawn(response, letter):
+    found = extract_choice(response, options_from(None, WAR), question=WAR)
+    assert found.value == letter, found

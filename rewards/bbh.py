@@ -90,6 +90,13 @@ _SPORTS: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) fo
      "yes"),
     (r"(?P<flip>)\b(?:unusual|strange|weird|bizarre|absurd|ridiculous|impossible)\b", "no"),
     (r"\bclassic\s+(?:\w+\s+){0,2}(?:move|play|moment|thing|stuff)\b", "yes"),
+    # the athlete's trademark: "that's Ohtani all over", "right in his wheelhouse", "more times than anyone can count"
+    (r"\b(?:that'?s|that\s+is|this\s+is)\s+(?:\w+\s+){1,2}all\s+over\b|\bright\s+in\s+(?:his|her|their)\s+wheelhouse\b|"
+     r"\b(?:his|her|their)\s+(?:bread\s+and\s+butter|signature\s+move|trademark)\b|"
+     r"\bmore\s+times\s+than\s+(?:anyone|i|you|we|most\s+people)\s+can\s+count\b|"
+     r"\b(?:does|do|did)\s+(?:\w+\s+)?all\s+the\s+time\b", "yes"),
+    (r"\b(?:that'?s|that\s+is|this\s+is|bit\s+of|quite|kind\s+of|a\s+real)\s+(?:a\s+)?(?:bit\s+of\s+a\s+)?"
+     r"stretch\b", "no"),
     (r"\b(?:exactly|just|precisely)\s+(?:the\s+)?(?:kind|sort|type)\s+of\s+thing\s+(?:\w+\s+){0,2}"
      r"(?:does|did|do|would\s+do)\b", "yes"),
     (r"\b(?:would\s*n't|would\s+not|does\s*n't|does\s+not|wouldn't)\s+surprise\b|\bno\s+surprise\b|"
@@ -102,6 +109,7 @@ _SPORTS: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) fo
     (r"(?:\bnever|n't|\bnot)\s+(?:[\w']+\s+){0,3}?(?:ever\s+)?(?:played|plays|held|touched|picked\s+up|competed|"
      r"laced\s+up|did\s+professionally)\b", "no"),
 ]] + [(re.compile(p), v) for p, v in [
+    (r"\b[Cc]lassic\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\s*[!.]", "yes"),  # "Classic Messi!": the player's trademark
     (r"不(?:太|大|是很|怎么|够)?(?:合理|现实|可信|正常|常见)|说不通|讲不通|不可能|不搭|不会发生|不会出现|从来?没(?:有)?[^，,。.]{0,12}(?:打过|踢过|参加过|玩过)|"
      r"(?:张冠李戴|风马牛)", "no"),
     (r"不符合(?:常理|常识|逻辑|事实|实际)|不合常理|违背常理|违反常理", "no"),
@@ -182,6 +190,7 @@ _WEB: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) for p
      r"can'?t\s+be\s+trusted|cannot\s+be\s+trusted|is\s*n't\s+trustworthy|untrustworthy|dishonest|untruthful)\b",
      "no"),
     (r"'s\s+(?:statement|claim|words?|testimony)\s+(?:is|was)\s+(?:false|untrue|wrong|a\s+lie|incorrect)\b", "no"),
+    (r"'s\s+pants\s+(?:are|were)\s+on\s+fire\b|\bpants\s+on\s+fire\b", "no"),
     (r"'s\s+(?:statement|claim|words?|testimony)\s+(?:is|was)\s+(?:true|correct|accurate|right)\b", "yes"),
     (r"\b(?:nailed\s+it|calling\s+it\s+like\s+it\s+is|calls\s+it\s+like\s+it\s+is|called\s+(?:her|him|them|it)\s+out|"
      r"calls\s+(?:her|him|them|it)\s+out|saw\s+(?:right\s+)?through|sees\s+(?:right\s+)?through|got\s+\w+'s\s+number|"
@@ -287,7 +296,8 @@ _HEDGE = re.compile(
     r"can'?t\s+(?:tell|say|decide|be\s+sure)|cannot\s+(?:tell|say|decide)|hard\s+to\s+(?:say|tell)|"
     r"(?:could|might|can)\s+go\s+either\s+way|i\s+don'?t\s+know|no\s+idea|it\s+depends|"
     r"lost\s+track|confused)\b"
-    r"|不太?确定|不知道|说不准|说不好|不好说|不太?好判断|难以判断|很难说|绕晕|可能[^。.]{0,12}也可能|要看具体", re.I)
+    r"|不太?确定|不知道|说不准|说不好|不好说|不太?好判断|难以判断|很难说|绕晕|可能[^。.]{0,12}也可能|要看具体"
+    r"|(?:没法|无法|不能|没办法)(?:确定|判断|下结论)|判断不了|确定不了", re.I)
 
 
 def _decide(verdicts: list[_Verdict], text: str) -> tuple[_Verdict | None, str | None]:

@@ -485,7 +485,7 @@ _CLAUSE_SPLIT = re.compile(r"[.;!?\n]+(?:\s|$)|,\s|\s[-—]+\s|\s(?=(?:but|so|th
 _DISMISSED = re.compile(r"\b(?:not|no|never|nothing|none|neither|nor|out|wrong|incorrect|false|irrelevant|unrelated|"
                         r"nope|nah|isn'?t|aren'?t|wasn'?t|weren'?t|doesn'?t|don'?t|didn'?t|won'?t|can'?t|cannot|"
                         r"mix\w*\s+(?:\w+\s+)?up|confus\w*|misconception)\b|n't\b|不是|不对|不正确|错|排除|不可能|并非"
-                        r"|\binstead\W*$",
+                        r"|\binstead\W*$|\bthe\s+opposite\b|\bthe\s+reverse\b",
                         re.I)
 _VERDICT_ONLY = re.compile(r"^\W*(?:(?:definitely|certainly|clearly|obviously|probably|also)\s+)?(?:no|nope|nah|not|"
                            r"wrong|out|not\s+(?:it|that|this\s+one|that\s+one|really))\W*$", re.I)
@@ -606,8 +606,9 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
             chosen = firm
         else:
             # several options named: the one the response commits to ("the answer is ...", "it's ...")
-            cued = [k for k in chosen if any(re.search(r"\b(?:answer is|answer would be|answer|it is|it s|would be|"
-                                                       r"go with|choose|pick|i say|i d say|must be)\s+$",
+            cued = [k for k in chosen if any(re.search(r"\b(?:answer is|answer would be|answer|it is|it s|its|would be|"
+                                                       r"go with|choose|pick|i say|i d say|must be|"
+                                                       r"(?:is|s)\s+(?:a\s+)?(?:textbook|classic)(?:\s+example\s+of)?)\s+$",
                                                        said[max(0, s - 25):s]) for s, _ in hits[k])]
             if not cued:
                 # a conclusion naming one option as what the question asks for: "... so the only mammal here is
@@ -615,16 +616,29 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
                 cued = [k for k in chosen if any(re.search(
                     r"\b(?:so|therefore|thus|hence|which means|that means|meaning|in short|in conclusion)\b"
                     r"(?:\s+(?!so\b|therefore\b|thus\b)\S+){0,8}?\s+(?:is|are|was|were|would be|must be|has to be|"
-                    r"should be|it s)\s+$"
+                    r"should be|it s|its)\s+$"
                     r"|\b(?:the\s+)?one\s+(?:that|which|who)\b(?:\s+\S+){0,10}?\s+(?:is|are|was|were)\s+$",
                     said[max(0, s - 80):s]) for s, _ in hits[k])]
             if len(cued) == 1:
                 return Extraction(cued[0], "option_text", details={"named": sorted(chosen)})
             # an answer-first response opens with the option's text: "Franklin D. Roosevelt. He was elected ..."
+            first = normalise(re.split(r"(?<=[.!?])\s+|\s[-—]+\s", text.strip(), maxsplit=1)[0])
+            listed = [k for k in chosen if any(a < len(first) for a, _ in hits[k])]
             opening = [k for k in chosen
                        if re.match(rf"^\W*{re.escape(options[k].strip().rstrip('.'))}\s*(?:[.!,:;-]|$)", text, re.I)]
-            if len(opening) == 1:
+            if len(opening) == 1 and len(listed) == 1:
                 return Extraction(opening[0], "option_text", details={"named": sorted(chosen), "opens_with": True})
+            # a closing conclusion that names one option: "... So the stratosphere."
+            last = re.split(r"(?<=[.!?])\s+", text.strip())[-1]
+            closing = [k for k in chosen if re.match(
+                rf"^\W*(?:so|therefore|thus|hence|which\s+means|that\s+means)\W+(?:it'?s\s+|its\s+|the\s+answer\s+is\s+)?"
+                rf"(?:the\s+)?{re.escape(options[k].strip().rstrip('.'))}\W*$", last, re.I)]
+            if len(closing) == 1:
+                return Extraction(closing[0], "option_text", details={"named": sorted(chosen), "closes_with": True})
+            if re.search(r"\bit\s+(?:really\s+|all\s+)?depends\b|\bdepends\s+(?:on|entirely\s+on)\s+"
+                         r"(?:your|you|the\s+person|what\s+you|who|how)\b", text, re.I):
+                return _fail(f"the response names several options and says it depends: {', '.join(sorted(chosen))}",
+                             named=sorted(chosen))
             restated = _restating_sentence_choice(text, options, stem or set(), chosen)
             if restated is not None:
                 return Extraction(restated, "option_text", details={"named": sorted(chosen), "restates_question": True})
@@ -714,7 +728,7 @@ _RECONSIDER = re.compile(
     r"\b(?:wait|scratch\s+that|on\s+second\s+thought|correction|corrected\s+answer|i\s+misspoke|i\s+meant|"
     r"let\s+me\s+(?:rethink|reconsider|correct|think\s+again|redo|revise|re-?think)|change\s+my\s+answer|"
     r"i\s+take\s+(?:that|it)\s+back|(?:up)?on\s+reflection|no,?\s+sorry|sorry,?\s+no|hmm+,?\s+no|actually,?\s+no|"
-    r"my\s+mistake|oops|i\s+was\s+wrong)\b|(?<=\?)\s*(?:no|nope|nah)\b", re.IGNORECASE)
+    r"my\s+mistake|oops|i\s+was\s+wrong|hold\s+on|hang\s+on)\b|(?<=\?)\s*(?:no|nope|nah)\b", re.IGNORECASE)
 # Taking the answer back after giving it: "... that's B. Actually, some guidelines say ... so maybe neither."
 _WITHDRAW = re.compile(r"\b(?:so\s+)?(?:maybe|perhaps|possibly|probably)\s+(?:neither|none\s+of\s+(?:them|these|those|"
                        r"the\s+(?:above|options)))\b|都不对|都不是", re.IGNORECASE)
@@ -770,6 +784,9 @@ def _choice(text: str, options: dict[str, str], allowed: str, question: str | No
                      **details)
     if options:
         found = _option_text(text, options, _stem_words(question, options))
+        if found is not None and found.ok and found.value in rejected:
+            # "... Indonesia is roughly 280 million, so it's not D either": the text names what the letter rejects
+            return _fail(f"the response names option {found.value} only to reject it", **details)
         if found is not None:
             if found.ok:
                 return Extraction(found.value, found.method, details={**details, **found.details})

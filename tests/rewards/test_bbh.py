@@ -191,3 +191,19 @@ def test_hyperbaton_order_statements(response, expected):
 def test_no_verdict_is_a_failure_with_a_reason(task, prompt, response):
     found = extract_bbh(response, task, prompt)
     assert found.value is None and found.reason, found
+
+
+@pytest.mark.parametrize("task, prompt, response, expected", [
+    # the athlete's trademark, said without yes/no
+    ("sports_understanding", SPORTS, "Classic Durant! Fourth-quarter buckets are his bread and butter.", "yes"),
+    ("sports_understanding", SPORTS, "That's KD all over, he does it all the time.", "yes"),
+    ("sports_understanding", SPORTS, "He's done that more times than anyone can count.", "yes"),
+    ("sports_understanding", SPORTS, "durant throwing a touchdown thats a stretch mate", "no"),
+    # a liar named by an idiom about the asked person
+    ("web_of_lies", WEB, "Quinn's pants are on fire here, since Priya was actually honest.", "no"),
+    # an answer that says it cannot decide yet, after restating the premises
+    ("web_of_lies", WEB_ZH, "老王说谎，老李说老王说真话……这种题要一步步推，我现在还没法确定老陈。", None),
+])
+def test_trademarks_idioms_and_undecided(task, prompt, response, expected):
+    found = extract_bbh(response, task, prompt)
+    assert found.value == expected, found

@@ -244,8 +244,8 @@ def test_hard_mcq_set_per_kind():
     print("hard mcq (development part):", kinds)
     assert set(kinds) == {"chinese", "prose_walkthrough", "letter_in_name", "self_correction"}
     assert all(n >= 26 for _, n in kinds.values())
-    # the level reached on this part (98/104): a rule change that loses answers here fails
-    assert sum(h for h, _ in kinds.values()) >= 98, kinds
+    # the level reached on this part (167/176): a rule change that loses answers here fails
+    assert sum(h for h, _ in kinds.values()) >= 167, kinds
     assert all(h / n >= 0.7 for h, n in kinds.values()), kinds
 
 
@@ -342,4 +342,30 @@ def test_singled_by_what_it_did_and_set_aside_by_instead(response, letter):
 ])
 def test_unsure_doubt_answered_and_withdrawn(response, letter):
     found = extract_choice(response, options_from(None, WAR), question=WAR)
+    assert found.value == letter, found
+
+
+LAYERS = "Which layer of the atmosphere holds most of the ozone? A. troposphere, B. mesosphere, C. stratosphere, " \
+         "D. thermosphere."
+
+
+@pytest.mark.parametrize("response, letter", [
+    # a closing conclusion that names one option
+    ("The troposphere has the weather, the mesosphere burns up meteors and the thermosphere has the auroras. So "
+     "the stratosphere.", "C"),
+    # a first sentence that lists several options is not an answer-first opening
+    ("Troposphere, mesosphere and thermosphere all have far less ozone - the stratosphere's the ozone layer.", "C"),
+    # "X is the opposite" dismisses X; ASR's "its" for "it's" cues the answer
+    ("the troposphere is the opposite its way too low so its stratosphere", "C"),
+    # "textbook" cues the answer it precedes
+    ("The mesosphere is where meteors burn. Most ozone sits about 25 km up, which is textbook stratosphere.", "C"),
+    # "it depends" over several named options is no answer
+    ("The troposphere or the stratosphere, it really depends on what you count as the ozone layer.", None),
+    # the text of an option whose letter is rejected is not chosen
+    ("Definitely not the thermosphere, so not D, and the thermosphere is far too thin anyway.", None),
+    # "hold on" corrects: the final answer stands
+    ("I'd go with A, the troposphere. But hold on, that's where the weather is. Final answer: C.", "C"),
+])
+def test_closings_opposites_asr_cues_depends_and_rejected_letters(response, letter):
+    found = extract_choice(response, options_from(None, LAYERS), question=LAYERS)
     assert found.value == letter, found

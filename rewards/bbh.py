@@ -96,7 +96,12 @@ _SPORTS: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) fo
      r"\bmore\s+times\s+than\s+(?:anyone|i|you|we|most\s+people)\s+can\s+count\b|"
      r"\b(?:does|do|did)\s+(?:\w+\s+)?all\s+the\s+time\b", "yes"),
     (r"\b(?:that'?s|that\s+is|this\s+is|bit\s+of|quite|kind\s+of|a\s+real)\s+(?:a\s+)?(?:bit\s+of\s+a\s+)?"
-     r"stretch\b", "no"),
+     r"stretch\b|\b(?:does\s*n't|does\s+not|won't|wouldn't)\s+hold\s+up\b"
+     r"|\ba\s+\w+\s+thing,?\s+not\s+(?:a\s+)?\w+\b"
+     r"|(?:\bnever|n't|\bnot)\s+(?:[\w']+\s+){0,2}?(?:thrown|kicked|swung|skated|dunked|pitched|served)\s+(?:a|an|the)\s+"
+     r"(?:\w+\s+){0,2}in\s+(?:his|her|their)\s+life\b", "no"),
+    (r"\b(?:highlight\s+reel|what\s+(?:he|she|they)\s+does\s+best|(?:his|her)\s+specialty)\b"
+     r"|\bhappens?\s+(?:to\s+(?:him|her|them)\s+)?(?:regularly|routinely|constantly)\b", "yes"),
     (r"\b(?:exactly|just|precisely)\s+(?:the\s+)?(?:kind|sort|type)\s+of\s+thing\s+(?:\w+\s+){0,2}"
      r"(?:does|did|do|would\s+do)\b", "yes"),
     (r"\b(?:would\s*n't|would\s+not|does\s*n't|does\s+not|wouldn't)\s+surprise\b|\bno\s+surprise\b|"
@@ -112,7 +117,8 @@ _SPORTS: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) fo
     (r"\b[Cc]lassic\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\s*[!.]", "yes"),  # "Classic Messi!": the player's trademark
     (r"不(?:太|大|是很|怎么|够)?(?:合理|现实|可信|正常|常见)|说不通|讲不通|不可能|不搭|不会发生|不会出现|从来?没(?:有)?[^，,。.]{0,12}(?:打过|踢过|参加过|玩过)|"
      r"(?:张冠李戴|风马牛)", "no"),
-    (r"不符合(?:常理|常识|逻辑|事实|实际)|不合常理|违背常理|违反常理", "no"),
+    (r"不符合(?:常理|常识|逻辑|事实|实际)|不合常理|违背常理|违反常理|(?:这个|这句话?)不太?对", "no"),
+    (r"(?:太|很|非常)像(?:他|她|他们)(?:会)?|天天见|家常便饭|拿手好戏", "yes"),
     (r"(?<![不没])(?:合理|符合常理|说得通|讲得通|很正常|正常|很常见|常见|完全可能|很可能|现实|可信)", "yes"),
 ]]
 
@@ -136,7 +142,13 @@ _AT_START = re.compile(
 _START_IS_END = re.compile(r"^\s*(?:is|was)\s+(?:exactly\s+|precisely\s+|just\s+)?where\s+(?:you|we|i)\s+"
                            r"(?:finish|end|stop|land|wind\s+up)", re.I)
 _NAVIGATE: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) for p, v in [
-    (r"\bhome\s+sweet\s+home\b|\bfull\s+circle\b|\b(?<!to\s)closes?\s+(?:the|that|this)\s+loop\b", "yes"),
+    (r"\bhome\s+sweet\s+home\b|\bfull\s+circle\b|\b(?<!to\s)closes?\s+(?:the|that|this)\s+loop\b"
+     r"|\bthere\s+and\s+back(?:\s+again)?\b|\bround\s+trip\b"
+     r"|\b(?:finish|end\s+up|land|stand|wind\s+up)\w*\s+(?:\w+\s+){0,2}on\s+the\s+(?:same\s+|very\s+)?spot\s+"
+     r"(?:where\s+)?you\s+(?:started|began)", "yes"),
+    (r"\b(?:off|away)\s+(?:to\s+the\s+side\s+)?(?:of|from)\s+the\s+start(?:ing)?(?:\s+(?:point|spot|position))?"
+     r"|\bstill\s+(?:like\s+|about\s+|roughly\s+)?" + _NUM + r"\s+(?:paces|steps|units)\s+(?:out|away|off)\b"
+     r"|\bneed\s+(?:a\s+few\s+|some\s+|a\s+couple\s+)?more\s+(?:\w+\s+)?steps\b", "no"),
     (r"\b(?:need|needs|needed|take|takes|require|requires)\s+(?:\w+\s+){0,2}more\s+(?:\w+\s+){0,2}to\s+"
      r"(?:close|get\s+back|return|make\s+it\s+back|finish)\b|\boff\s+by\s+" + _NUM + r"\b|"
      r"\b(?:way\s+)?off\s+course\b|\bthree\s+sides\s+of\s+a\s+square\b|\bsomewhere\s+else\b|\belsewhere\b|"
@@ -182,6 +194,13 @@ def _navigate_verdicts(text: str) -> list[_Verdict]:
     return sorted(found, key=lambda v: v.start)
 
 
+_NAVIGATE += [(re.compile(p), v) for p, v in [
+    (r"起点(?:的)?(?:左边|右边|前面|后面|左侧|右侧|前方|后方)[^。，,]{0,6}?(?:步|米|格)", "no"),
+    (r"走回(?:到)?(?:了)?(?:原来|最初|最开始)?(?:的)?(?:出发|起始|开始)(?:的)?(?:地方|点|位置)|"
+     r"回到(?:了)?(?:原来|最初|最开始)(?:的)?(?:出发|起始)?(?:的)?(?:地方|点|位置)", "yes"),
+]]
+
+
 # -- web_of_lies --------------------------------------------------------------------------------------------------
 _WEB: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) for p, v in [
     # implied verdicts first: a longer phrase holds the plain word it contains ("covering for a liar")
@@ -198,11 +217,14 @@ _WEB: list[tuple[re.Pattern[str], str | None]] = [(re.compile(p, re.I), v) for p
     (r"(?P<flip>)(?:\b(?:tells?|telling|told|speaks?|speaking|spoke)\s+the\s+truth\b|\b(?:is|was|are|'s)\s+"
      r"(?:being\s+)?(?:truthful|honest)\b|\b(?:a\s+)?truth-?teller\b|\bhonest\b|\btruthful\b|\btrustworthy\b|"
      r"\breliable\b)", "yes"),
+    (r"\b(?:wouldn'?t|would\s+not|don'?t|do\s+not|can'?t|couldn'?t)\s+believe\s+(?:a\s+(?:single\s+)?word|"
+     r"anything)\b", "no"),
     (r"(?P<flip>)\b(?:lies|is\s+lying|'s\s+lying|are\s+lying|was\s+lying|lying|lied|tells\s+(?:a\s+)?lies?|"
-     r"(?:a|the)\s+liar|liar|fibbing|fibber|fibs|fibbed)\b", "no"),
+     r"(?:a|the)\s+liar|liar|fibbing|fibber|fibs|fibbed)\b(?!\s+(?:puzzles?|problems?|questions?|riddles?|games?))",
+     "no"),
 ]] + [(re.compile(p), v) for p, v in [
-    (r"(?:说的?不是(?:真话|实话)|不说真话|不诚实|没有?说真话|在?说\s*(?:的是|的都是)?\s*(?:谎话?|假话)|撒谎|"
-     r"是骗子|骗人)", "no"),
+    (r"(?:说的?不是(?:真话|实话)|不说真话|不诚实|没有?说真话|在?说\s*(?:的是|的都是)?\s*(?:谎话?|假话)(?!者)|"
+     r"撒谎(?!者)|是骗子|骗人)", "no"),
     (r"说的\s*(?:就|也|都)?\s*(?:是)?\s*(?:错的?|不对|假的|假话)", "no"),
     (r"说的\s*(?:就|也|都)?\s*(?:是)?\s*(?:对的?|没错|真的)(?!话)", "yes"),
     (r"(?:没有?说谎|没有?撒谎|在?说\s*(?:的是|的都是)?\s*(?:真话|实话)|(?:是)?诚实(?:的)?)", "yes"),
@@ -314,6 +336,10 @@ def _decide(verdicts: list[_Verdict], text: str) -> tuple[_Verdict | None, str |
     return last, None
 
 
+_SARCASM = re.compile(r"\b(?:come\s+on(?:\s+now)?\s*[.!]|yeah,?\s+right\b|as\s+if\b|in\s+your\s+dreams\b)"
+                      r"|^\W*oh\s+sure\b", re.I)
+
+
 # -- Chinese yes/no -----------------------------------------------------------------------------------------------
 # "答案：不是" anywhere; "是的，..." / "不对，..." opening the response
 _ZH_CUE = re.compile(r"答案\s*(?:应该|就)?\s*(?:是|为|:|：)\s*(不是|不会|不对|否|不|是的|是|对|会)"
@@ -340,7 +366,8 @@ _GOOD_ORDER = re.compile(
     r"well-ordered|in\s+order)\b|(?<![不没])(?:正确|对(?![于比应])|自然|通顺|顺口|标准|符合)", re.I)
 _BAD_ORDER = re.compile(
     r"\b(?:scrambles?|scrambled|jumbled?|jumbles|backwards?|(?:sounds|is|looks|reads)\s+(?:\w+\s+)?off|wrong|"
-    r"incorrect(?:ly)?|word\s+salad|yoda|awkward|unnatural|weird|breaks|violates|out\s+of\s+order|clunky|odd)\b|"
+    r"incorrect(?:ly)?|word\s+salad|yoda|awkward|unnatural|weird|breaks|violates|out\s+of\s+order|clunky|odd|"
+    r"tongue[-\s]+twister|tripped|nobody\s+(?:\w+\s+){0,3}talks\s+like\s+that)\b|"
     r"不对|错|不正确|别扭|不自然|不通顺|奇怪|乱|颠倒|反了", re.I)
 _REFERENT = re.compile(
     r"\b(?:option|sentence|choice|answer|phrase)\s+\(?(?P<l>[AB])\)?(?![\w])|\((?P<p>[AB])\)|"
@@ -370,11 +397,26 @@ def _order_verdict(text: str, options: dict[str, str]) -> str | None:
         phrase = " ".join(option.lower().split())
         for m in re.finditer(re.escape(phrase), lowered):
             events.append((m.start(), m.end(), "ref", letter))
+    normed = {k: " ".join(v.lower().split()) for k, v in options.items()}
+    fragments = [(m.start(), m.end(), m.group(1)) for m in re.finditer(r"[\"“]([^\"”]{3,80})[\"”]", text)]
+    fragments += [(m.start(), m.end(), m.group(1)) for m in re.finditer(
+        r"\b(?:one|sentence|option)\s+(?:that|which)\s+(?:opens|starts|begins|kicks\s+off|leads)\s+with\s+[\"“]?"
+        r"([\w-]+(?:\s+[\w-]+){0,3})", text, re.I)]
+    for start, end, fragment in fragments:
+        words = " ".join(fragment.lower().split()).strip(" .,!?")
+        owners = [k for k, v in normed.items() if v.startswith(words) or (len(words.split()) >= 2 and words in v)]
+        cut = words.split()
+        while not owners and len(cut) > 1:  # "opens with plastic is a ...": the longest prefix that opens an option
+            cut = cut[:-1]
+            owners = [k for k, v in normed.items() if v.startswith(" ".join(cut) + " ")]
+        if len(owners) == 1 and not any(s <= start < e for s, e, kind, _ in events if kind == "ref"):
+            events.append((start, end, "ref", owners[0]))
     for pattern, polarity in ((_GOOD_ORDER, "good"), (_BAD_ORDER, "bad")):
         for m in pattern.finditer(text):
             events.append((m.start(), m.end(), "pol", polarity))
     events.sort()
-    boundaries = [m.start() for m in re.finditer(r"[.!?\n。！？]", text)]
+    # sentence ends, but not an ellipsis ("bed"... ugh) nor the ? or ! closing a quoted option ("... ship"? Nobody)
+    boundaries = [m.start() for m in re.finditer(r"(?<![.\"”])[.!?\n。！？](?![.\"”])", text)]
     votes: set[str] = set()
     current: tuple[str, int] | None = None  # the option last referred to, and its sentence
     last_named: str | None = None
@@ -422,6 +464,9 @@ def extract_bbh(response: str | None, task: str, prompt: str | None = None) -> E
             return Extraction(f"({found.value})", found.method, details=found.details)
         return found
     explicit = extract_yes_no(text)
+    if explicit.ok and explicit.method == "leading" and _SARCASM.search(text):
+        # "Sure. Right after she won Wimbledon with a bat. Come on now.": a sarcastic "sure" is not a yes
+        explicit = _fail(f"a sarcastic {explicit.value!r} ({_SARCASM.search(text).group(0)!r})")
     if explicit.ok and explicit.method in ("cue", "leading"):
         return explicit
     chinese = _zh_yes_no(text)

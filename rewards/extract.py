@@ -94,6 +94,7 @@ def _cjk_spaced(text: str) -> str:
     text = unicodedata.normalize("NFKC", text.translate(_CJK_PUNCT))
     text = re.sub(rf"(?<=[{_CJK}])(?=[A-Za-z0-9(\[])|(?<=[A-Za-z0-9)\]])(?=[{_CJK}])", " ", text)
     text = re.sub(r"(?<=[?!:;,])(?=[A-Za-z(\[])", " ", text)
+    text = re.sub(r"(?<![\w'])([A-J])(?=\()", r"\1 ", text)  # "A（明朝）": the letter, then the option's text
     return re.sub(r"[ \t]+", " ", text)
 
 
@@ -323,7 +324,8 @@ def _letter_ok(text: str, start: int, end: int, tier: int) -> bool:
     if ch in "Aa" or (ch.islower() and tier < 3):
         # the article, a lower-case pronoun ("i"), or prose: a letter only before punctuation, the end, or a word
         # that cannot follow an article
-        return bool(re.match(rf"\s*(?:[)\].,;:!?\"']|$|-\s|\n|(?:{_CONNECTOR})\b)", after, re.IGNORECASE))
+        return bool(re.match(rf"\s*(?:[)\].,;:!?\"']|$|-\s|\n|(?:{_CONNECTOR})\b)", after, re.IGNORECASE)
+                    or ch == "A" and tier >= 2 and re.match(r"\s*\(", after))  # "the answer is A (Ming)"
     return True
 
 
@@ -357,7 +359,8 @@ def _mentions(text: str, allowed: str) -> list[_Mention]:
     for m in re.finditer(r"[(\[]([A-Ja-j])[)\]]", text):
         add(m.group(1), 2, m.start(1), m.end(1))
     # "the second one", "the third option"
-    for m in re.finditer(rf"\b(?:the\s+)?({'|'.join(_ORDINALS)})\s+(?:one|option|choice|answer|alternative|sentence)\b",
+    for m in re.finditer(rf"\b(?:the\s+)?({'|'.join(_ORDINALS)})\s+(?:one|option|choice|answer|alternative|sentence)\b"
+                         r"(?!\s+(?:out\b|to\s+\w+|who\b|in\s+(?:the|line|history)\b|on\s+the\b|of\s+(?:the|his|her|them)\b))",
                          text, re.IGNORECASE):
         idx = _ORDINALS[m.group(1).lower()]
         if idx < len(allowed):
@@ -369,7 +372,8 @@ def _mentions(text: str, allowed: str) -> list[_Mention]:
     if m and (m.group(1).isupper() or re.match(r"^\s*[(\[\"']?[a-j](?:[)\]]|\s*$)", text)):
         add(m.group(1), 3, m.start(1), m.end(1))
     # bare capital letters
-    for m in re.finditer(r"(?<![\w'])([A-J])(?![\w'])", text):
+    for m in re.finditer(r"(?<![\w'])([A-J])(?![\w'])(?!\s*(?:\+\+|#|plus\s+plus|sharp\b))"
+                         r"(?<!\bthe\s[A-J])(?!\s+(?:being|stands\s+for|is\s+short\s+for|is\s+for)\b)", text):
         if _letter_ok(text, m.start(1), m.end(1), 1):
             add(m.group(1), 1, m.start(1), m.end(1))
     return sorted(found.values(), key=lambda x: x.start)
@@ -481,16 +485,19 @@ def _restating_sentence_choice(text: str, options: Mapping[str, str], stem: set[
     return picks.pop() if len(picks) == 1 else None
 
 
-_CLAUSE_SPLIT = re.compile(r"[.;!?\n]+(?:\s|$)|,\s|\s[-—]+\s|\s(?=(?:but|so|though|although|while|whereas)\b)", re.I)
+# clauses end at sentence ends (not at a name's initial: "G. R. R. Martin"), commas, dashes and contrasts
+_CLAUSE_SPLIT = re.compile(r"(?<!\s[A-Z])(?<!^[A-Z])[.;!?\n]+(?:\s|$)|,\s|\s[-—]+\s|"
+                           r"\s(?=(?:but|so|though|although|while|whereas)\b)", re.I)
 _DISMISSED = re.compile(r"\b(?:not|no|never|nothing|none|neither|nor|out|wrong|incorrect|false|irrelevant|unrelated|"
                         r"nope|nah|isn'?t|aren'?t|wasn'?t|weren'?t|doesn'?t|don'?t|didn'?t|won'?t|can'?t|cannot|"
                         r"mix\w*\s+(?:\w+\s+)?up|confus\w*|misconception)\b|n't\b|不是|不对|不正确|错|排除|不可能|并非"
                         r"|\binstead\W*$|\bthe\s+opposite\b|\bthe\s+reverse\b",
                         re.I)
 _VERDICT_ONLY = re.compile(r"^\W*(?:(?:definitely|certainly|clearly|obviously|probably|also)\s+)?(?:no|nope|nah|not|"
-                           r"wrong|out|not\s+(?:it|that|this\s+one|that\s+one|really))\W*$", re.I)
+                           r"wrong|out|not\s+(?:it|that|this\s+one|that\s+one|really)|a\s+different\s+\w+|someone\s+else|"
+                           r"something\s+else)\W*$", re.I)
 _SINGLED = re.compile(r"\b(?:is|'s)\s+the\s+(?:one|answer|right\s+one|correct\s+one)\b|\bthat\s+leaves\b|\bleaving\b|"
-                      r"\bit'?s\s+(?:the\s+)?\w+(?:\s+\w+)?\s+that\b|\b(?:go|going)\s+with\b|"
+                      r"\bit'?s\s+(?:the\s+)?\w+(?:\s+\w+)?\s+that\b|\b(?:go|going)\s+with\b|\bthe\s+odd\s+one\s+out\b|"
                       r"\bthat'?s\s+(?:your|the|our)\s+(?:answer|one|pick)\b|\bwhat\s+(?:actually\s+)?happened\s+was\b|"
                       r"\bthe\s+(?:real|actual|correct|right)\s+(?:answer|one|cause|reason)\b"
                       , re.I)
@@ -521,7 +528,7 @@ def _walkthrough(text: str, options: Mapping[str, str], stem: set[str] | None = 
             if len(owners) == 1 and _SINGLED.search(clause) and not _DISMISSED.search(clause):
                 singled |= owners
             continue
-        dismissed = bool(_DISMISSED.search(_UNSURE.sub(" ", clause))
+        dismissed = bool(_DISMISSED.search(re.sub(r"\bodd\s+one\s+out\b", " ", _UNSURE.sub(" ", clause)))
                          or i + 1 < len(clauses) and _VERDICT_ONLY.match(clauses[i + 1]))
         for k in here:
             named.setdefault(k, []).append(dismissed)
@@ -607,7 +614,8 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
         else:
             # several options named: the one the response commits to ("the answer is ...", "it's ...")
             cued = [k for k in chosen if any(re.search(r"\b(?:answer is|answer would be|answer|it is|it s|its|would be|"
-                                                       r"go with|choose|pick|i say|i d say|must be|"
+                                                       r"go with|choose|pick|i say|i d say|must be|i ll say|i will say|"
+                                                       r"(?:and|so) that s|(?:and|so) thats|"
                                                        r"(?:is|s)\s+(?:a\s+)?(?:textbook|classic)(?:\s+example\s+of)?)\s+$",
                                                        said[max(0, s - 25):s]) for s, _ in hits[k])]
             if not cued:
@@ -617,8 +625,12 @@ def _option_text(text: str, options: Mapping[str, str], stem: set[str] | None = 
                     r"\b(?:so|therefore|thus|hence|which means|that means|meaning|in short|in conclusion)\b"
                     r"(?:\s+(?!so\b|therefore\b|thus\b)\S+){0,8}?\s+(?:is|are|was|were|would be|must be|has to be|"
                     r"should be|it s|its)\s+$"
+                    r"|\bwhat\b(?:\s+(?!is\b|what\b)\S+){1,10}?\s+is\s+$"
                     r"|\b(?:the\s+)?one\s+(?:that|which|who)\b(?:\s+\S+){0,10}?\s+(?:is|are|was|were)\s+$",
                     said[max(0, s - 80):s]) for s, _ in hits[k])]
+            if not cued:  # "... so France it is"
+                cued = [k for k in chosen if any(re.search(r"\bso\s+$", said[max(0, s - 4):s])
+                                                 and re.match(r"\s+it is\b", said[e:]) for s, e in hits[k])]
             if len(cued) == 1:
                 return Extraction(cued[0], "option_text", details={"named": sorted(chosen)})
             # an answer-first response opens with the option's text: "Franklin D. Roosevelt. He was elected ..."
@@ -731,7 +743,10 @@ _RECONSIDER = re.compile(
     r"my\s+mistake|oops|i\s+was\s+wrong|hold\s+on|hang\s+on)\b|(?<=\?)\s*(?:no|nope|nah)\b", re.IGNORECASE)
 # Taking the answer back after giving it: "... that's B. Actually, some guidelines say ... so maybe neither."
 _WITHDRAW = re.compile(r"\b(?:so\s+)?(?:maybe|perhaps|possibly|probably)\s+(?:neither|none\s+of\s+(?:them|these|those|"
-                       r"the\s+(?:above|options)))\b|都不对|都不是", re.IGNORECASE)
+                       r"the\s+(?:above|options)))\b|都不对|都不是|(?:答案|选择)?我?先?(?:收回|撤回)"
+                       r"|\bi\s+take\s+back\s+(?:the|my)\b|\b(?:i'?ll|i\s+will)\s+leave\s+it\s+open\b"
+                       r"|\bnot\s+confident\s+enough\s+to\s+(?:pick|choose|say)\b|\bcan'?t\s+say\s+which\b"
+                       r"|\bnot\s+sure\s+which\s+(?:one\s+)?to\s+(?:give|pick|choose)\b", re.IGNORECASE)
 
 
 def _choice(text: str, options: dict[str, str], allowed: str, question: str | None) -> Extraction:

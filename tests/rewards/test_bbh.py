@@ -207,3 +207,32 @@ def test_no_verdict_is_a_failure_with_a_reason(task, prompt, response):
 def test_trademarks_idioms_and_undecided(task, prompt, response, expected):
     found = extract_bbh(response, task, prompt)
     assert found.value == expected, found
+
+
+NAV = "If you follow these instructions, do you return to the starting point? Take 2 steps. Turn around. Take 2 steps."
+SHIP = "Which sentence has the correct adjective order: Options: (A) plastic tiny obnoxious ship (B) obnoxious tiny " \
+       "plastic ship"
+
+
+@pytest.mark.parametrize("task, prompt, response, expected", [
+    ("navigate", NAV, "Ha, there and back again! Easiest round trip ever.", "yes"),
+    ("navigate", NAV, "You finish right on the spot you started from.", "yes"),
+    ("navigate", NAV, "Back home for a second, then one more step leaves you a step off to the side of the starting "
+                      "point.", "no"),
+    ("navigate", NAV, "You're still like three paces out, you'd need a few more backward steps.", "no"),
+    ("navigate", NAV, "你最后停在起点右边两步的位置。", "no"),
+    ("navigate", NAV, "转身再走两步，正好走回原来出发的地方。", "yes"),
+    ("web_of_lies", WEB, "Ooh, a liar puzzle! Want to try it yourself first?", None),
+    ("web_of_lies", WEB, "Quinn? I wouldn't believe a single word out of Quinn.", "no"),
+    ("sports_understanding", SPORTS, "Sure. Right after he won the Stanley Cup. Come on now.", None),  # sarcasm
+    ("sports_understanding", SPORTS, "The sentence doesn't hold up.", "no"),
+    ("sports_understanding", SPORTS, "A jump shot in the fourth? That's his whole highlight reel.", "yes"),
+    ("sports_understanding", SPORTS, "这太像他会做的事了，天天见。", "yes"),
+    ("hyperbaton", SHIP, 'Oof, "plastic tiny obnoxious ship"? Nobody on Earth talks like that.', "(B)"),
+    ("hyperbaton", SHIP, '"Obnoxious tiny plastic ship"... fine. "Plastic tiny obnoxious ship"... my tongue tripped.',
+     "(B)"),
+    ("hyperbaton", SHIP, "The one that opens with plastic is a total tongue twister.", "(B)"),
+])
+def test_round_trips_idioms_sarcasm_and_quoted_options(task, prompt, response, expected):
+    found = extract_bbh(response, task, prompt)
+    assert found.value == expected, found

@@ -31,6 +31,7 @@ from align.building import first_line
 from align.data import Cursor, Example, read_examples
 from align.objectives import (
     MODES,
+    RL_CHANNELS,
     LambdaController,
     channel_counts,
     check_mode,
@@ -43,7 +44,7 @@ from align.objectives import (
     sft_loss,
     sft_weight_total,
 )
-from align.policy import SPEECH, TEXT
+from align.policy import PAD_CHANNEL, SPEECH, TEXT
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -73,6 +74,10 @@ class AlignConfig:
     resample_zero_var: bool = False  # redraw a group whose rewards are all equal, once
     beta_text: float = 0.0  # KL penalties per channel (0: measured only)
     beta_speech: float = 0.0
+    # measure KL to the starting policy every N steps and at the last one while it is not in the loss (β = 0): its
+    # forward pass over every rollout costs about as much as the policy's own. With β > 0 it is computed every
+    # step (it is part of the loss). 1: every step; 0: never (and no frozen copy of the model is kept)
+    kl_every: int = 10
     sft_rollouts: bool = True  # mode sft: still generate and score rollouts, for the log (false: a fast warm start)
     # -- optimisation
     lr: float = 1e-4
@@ -95,6 +100,8 @@ class AlignConfig:
         check_mode(self.mode)
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (GRPO compares rollouts), got {self.group_size}")
+        if self.kl_every < 0:
+            raise ValueError(f"kl_every must be >= 0 (0: never measure KL unless beta > 0), got {self.kl_every}")
         if not 0 <= self.fixed_lambda <= 1:
             raise ValueError(f"fixed_lambda must be in [0, 1], got {self.fixed_lambda}")
         lo, hi = self.reward_range
@@ -207,41 +214,121 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def score_rollouts(reward, policy, example_groups, trajs_groups, step: int):
+class StepClock:
+    """Seconds per part of a step (``gen``, ``decode``, ``score``, ``score_<component>``, ``logp``, ``kl``,
+    ``backward``, ``opt``), summed over a step's calls; `reset` at the start of each step. The parts do not
+    overlap, except ``score_<component>``, which are inside ``score``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.seconds = {}
+
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] = self.seconds.get(part, 0.0) + seconds
+
+    def __call__(self, part: str):
+        return _Section(self, part)
+
+
+class _Section:
+    def __init__(self, clock: StepClock, part: str):
+        self.clock, self.part = clock, part
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.clock.add(self.part, time.perf_counter() - self.t)
+        return False
+
+
+def time_scorers(reward, clock: StepClock) -> list[str]:
+    """Time each scorer the reward runs (a composite's components; else the reward itself) into ``clock`` as
+    ``score_<name>`` (components that share one scorer instance: their names joined by ``+``); returns the names."""
+    from functools import wraps
+
+    instances: dict[int, tuple[Any, list[str]]] = {}
+    components = getattr(getattr(reward, "config", None), "components", None)
+    if components and hasattr(reward, "component_scorer"):
+        for c in components:
+            scorer = reward.component_scorer(c.name)
+            instances.setdefault(id(scorer), (scorer, []))[1].append(c.name)
+    else:
+        instances[id(reward)] = (reward, [getattr(reward, "name", "reward")])
+    names = []
+    for scorer, component_names in instances.values():
+        name = "+".join(component_names)
+        score = scorer.score
+
+        @wraps(score)
+        def timed(samples, _score=score, _part=f"score_{name}"):
+            with clock(_part):
+                return _score(samples)
+
+        scorer.score = timed  # an instance attribute: only this run's reward is timed
+        names.append(name)
+    return names
+
+
+def score_rollouts(reward, policy, example_groups, trajs_groups, step: int, clock: StepClock | None = None):
     """Decode each rollout's speech and score it: rewards grouped per prompt (None where the reward failed)."""
     from rewards.base import Sample, score_each
 
+    clock = clock or StepClock()
     samples = []
     # decode speech only for a reward that listens (decoding is the codec's vocoder: not free)
     needs_audio = getattr(reward, "sample_rate", None) is not None or "audio" in getattr(reward, "requires", {"audio"})
-    for example, trajs in zip(example_groups, trajs_groups):
-        for k, traj in enumerate(trajs):
-            audio, rate = None, None
-            if traj.count(SPEECH) and needs_audio:
-                audio, rate = policy.decode_speech(traj.speech_tokens)
-                if audio is None or len(audio) == 0:
-                    audio, rate = None, None
-            samples.append(Sample(id=f"{example.id}/s{step}/g{k}", audio=audio, sample_rate=rate, text=traj.text,
-                                  prompt=example.question_text, reference=example.judge_reference,
-                                  meta={"group": example.id, **({"style": example.style} if example.style else {})}))
-    scores = score_each(reward, samples)
+    with clock("decode"):
+        for example, trajs in zip(example_groups, trajs_groups):
+            for k, traj in enumerate(trajs):
+                audio, rate = None, None
+                if traj.count(SPEECH) and needs_audio:
+                    audio, rate = policy.decode_speech(traj.speech_tokens)
+                    if audio is None or len(audio) == 0:
+                        audio, rate = None, None
+                samples.append(Sample(id=f"{example.id}/s{step}/g{k}", audio=audio, sample_rate=rate, text=traj.text,
+                                      prompt=example.question_text, reference=example.judge_reference,
+                                      meta={"group": example.id, **({"style": example.style} if example.style
+                                                                     else {})}))
+    with clock("score"):
+        scores = score_each(reward, samples)
     G = len(trajs_groups[0]) if trajs_groups else 0
     rewards = [[s.value for s in scores[i * G:(i + 1) * G]] for i in range(len(trajs_groups))]
     return rewards, scores
 
 
-def _batched_logprobs(policy, trajs, micro: int):
-    """Per micro-batch (logp, mask, channels): the forward passes that the loss backpropagates through."""
-    return [policy.logprobs(trajs[i:i + micro]) for i in range(0, len(trajs), micro)]
+def _layout(trajs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, channels) [B, T] of trajectories as the policy's ``logprobs`` lays them out (right-padded), without a
+    forward pass: what the loss normalisers are counted from before any micro-batch runs."""
+    longest = max((len(t.completion_ids) for t in trajs), default=0)
+    mask = torch.zeros((len(trajs), longest), dtype=torch.bool)
+    channels = torch.full((len(trajs), longest), PAD_CHANNEL, dtype=torch.long)
+    for i, t in enumerate(trajs):
+        n = len(t.completion_ids)
+        mask[i, :n] = True
+        channels[i, :n] = torch.tensor(t.channels, dtype=torch.long)
+    return mask, channels
 
 
-def _batched_sft(policy, targets, micro: int):
-    """Per micro-batch of reference answers (logp, mask, SFT weights or None)."""
-    parts = []
+def _rl_count(trajs, adv_flat: torch.Tensor, channels_in_loss, micro: int) -> int:
+    """The positions the GRPO term covers over the whole (local) batch: its normaliser."""
+    total = 0
+    for i in range(0, len(trajs), micro):
+        mask, channels = _layout(trajs[i:i + micro])
+        total += int(loss_positions(mask, channels, channels_in_loss, adv_flat[i:i + micro].cpu()).sum())
+    return total
+
+
+def _sft_count(targets, micro: int) -> float:
+    """What the SFT term is divided by over the whole (local) batch: its token count or summed weights."""
+    total = 0.0
     for i in range(0, len(targets), micro):
-        logp, mask, _ = policy.logprobs(targets[i:i + micro])
-        parts.append((logp, mask, _sft_weights(targets[i:i + micro], mask)))
-    return parts
+        mask, _ = _layout(targets[i:i + micro])
+        total += sft_weight_total(mask, _sft_weights(targets[i:i + micro], mask))
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,8 +369,12 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
 
         model = get_peft_model(model, LoraConfig(**config.lora))
         policy.model = model
+    # KL per channel is measured against the starting policy: a frozen copy (LoRA: the adapters disabled), kept
+    # only when KL is ever measured (kl_every > 0) or optimised (β > 0)
+    kl_in_loss = bool(config.beta_text or config.beta_speech)
+    has_ref = kl_in_loss or config.kl_every > 0
     ref_model = None
-    if not config.lora:  # KL per channel is measured against the starting policy (LoRA: adapters disabled)
+    if has_ref and not config.lora:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     # SFT targets (example id -> target), built as examples are drawn; a family whose speech target comes from the
     # model itself (``targets_from_model``: omni's sft_speech 'self') gets them all now, from the starting model,
@@ -294,6 +385,8 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     reward = build_reward(config)
     if hasattr(reward, "prepare"):
         reward.prepare()
+    clock = StepClock()
+    time_scorers(reward, clock)
     controller = LambdaController(r_min=config.reward_range[0], r_max=config.reward_range[1],
                                   lam_max=config.lambda_max, ema=config.lambda_ema)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -329,6 +422,9 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     while step < config.max_steps:
         step += 1
         t0 = time.perf_counter()
+        clock.reset()
+        # KL to the start this step: always when it is in the loss, else every kl_every steps and at the last one
+        measure_kl = has_ref and (kl_in_loss or step % config.kl_every == 0 or step == config.max_steps)
         # 1. sample prompts and G rollouts each (seeded per step: resume draws the same rollouts)
         # (with N processes the step takes N × prompts_per_step prompts; each process its own slice)
         batch = [examples[i] for i in cursor.take(config.prompts_per_step * world)[rank::world]]
@@ -336,92 +432,106 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         if config.mode == "sft" and not config.sft_rollouts:  # the warm start: reference answers only
             row = {"step": step, "mode": config.mode,
                    **_sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world,
-                              target_cache),
-                   "seconds": time.perf_counter() - t0}
+                              target_cache, clock),
+                   "seconds": time.perf_counter() - t0, **_timings(clock, rollouts=False)}
             if writer is not None:
                 writer.write(row)
                 log(f"step {step}: loss_sft {row['loss_sft']:.4f} ({row['seconds']:.1f} s)")
                 if step % config.save_every == 0 or step == config.max_steps:
                     _save(ckpt_dir, model, optimizer, scheduler, controller, cursor, step, config)
             continue
-        groups = policy.generate(prompts, config.group_size, temperature=config.temperature, top_p=config.top_p,
-                                 max_new_tokens=config.max_new_tokens,
-                                 seed=config.seed * 1_000_003 + step * world + rank)
-        t_gen = time.perf_counter() - t0
+        with clock("gen"):
+            groups = policy.generate(prompts, config.group_size, temperature=config.temperature, top_p=config.top_p,
+                                     max_new_tokens=config.max_new_tokens,
+                                     seed=config.seed * 1_000_003 + step * world + rank)
 
         # 2. decode speech and score: rewards per group (None = could not score, excluded from the statistics)
-        rewards, scores = score_rollouts(reward, policy, batch, groups, step)
+        rewards, scores = score_rollouts(reward, policy, batch, groups, step, clock)
         if config.resample_zero_var:
             for i, rs in enumerate(rewards):
                 vals = [r for r in rs if r is not None]
                 if len(vals) >= 2 and max(vals) == min(vals):
-                    (groups[i],) = policy.generate([prompts[i]], config.group_size, temperature=config.temperature,
-                                                   top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                                                   seed=config.seed * 1_000_003 + step + 500_000 + i)
-                    new, new_scores = score_rollouts(reward, policy, [batch[i]], [groups[i]], step)
+                    with clock("gen"):
+                        (groups[i],) = policy.generate([prompts[i]], config.group_size,
+                                                       temperature=config.temperature, top_p=config.top_p,
+                                                       max_new_tokens=config.max_new_tokens,
+                                                       seed=config.seed * 1_000_003 + step + 500_000 + i)
+                    new, new_scores = score_rollouts(reward, policy, [batch[i]], [groups[i]], step, clock)
                     rewards[i] = new[0]
                     scores[i * config.group_size:(i + 1) * config.group_size] = new_scores
-        t_score = time.perf_counter() - t0 - t_gen
 
         # 3. group advantages and λ
         adv, adv_stats = group_advantages(rewards, std_floor=config.std_floor)
         lam_stats = controller.update(_gather(rewards, world))  # every process sees every group: one λ
         lam = {"wavalign": controller.lam, "fixed": config.fixed_lambda}.get(config.mode, 0.0)
 
-        # 4. hybrid loss over micro-batches, normalised by the whole batch's token counts; backward; step
+        # 4. hybrid loss, one micro-batch at a time (forward, backward: only one micro-batch's activations are
+        # alive), each part normalised by the whole batch's token counts (counted from the trajectories); step.
+        # One on-policy update per generation, as the paper: the GRPO ratio is exp(logp - logp.detach()), so no
+        # second forward pass for old log-probs.
         trajs = [t for g in groups for t in g]
         targets = _sft_targets(policy, prompts, batch, target_cache)
         adv_flat = flatten_advantages(adv, device=device)
         model.train()
         optimizer.zero_grad(set_to_none=True)
         micro = config.micro_batch_size
-        with autocast or _null():
-            rl_parts = _batched_logprobs(policy, trajs, micro) if config.mode != "sft" else []
-            sft_parts = _batched_sft(policy, targets, micro) if config.mode not in ("po-all", "po-text") else []
-        rl_channels = ("text", "speech") if config.mode == "po-all" else ("text",)
-        rl_total = sum(int(loss_positions(m, c, rl_channels, adv_flat[i * micro:i * micro + m.shape[0]]).sum())
-                       for i, (_, m, c) in enumerate(rl_parts)) or 1
-        sft_total = sum(sft_weight_total(m, w) for _, m, w in sft_parts) or 1
+        rl_trajs = trajs if config.mode != "sft" else []
+        sft_trajs = targets if config.mode not in ("po-all", "po-text") else []
+        rl_channels = RL_CHANNELS.get(config.mode, ("text",))
+        rl_total = _rl_count(rl_trajs, adv_flat, rl_channels, micro) or 1
+        sft_total = _sft_count(sft_trajs, micro) or 1
         rl_total, sft_total = _sum_over_processes([rl_total, sft_total], world)  # normalise by global counts
         terms_sum: dict[str, float] = {}
         kl_sum: dict[str, list] = {}
-        for k in range(max(len(rl_parts), len(sft_parts))):
+        for start in range(0, max(len(rl_trajs), len(sft_trajs)), micro):
             kwargs: dict[str, Any] = {}
-            if k < len(rl_parts):
-                logp, mask, channels = rl_parts[k]
+            chunk = rl_trajs[start:start + micro]
+            if chunk:
+                with clock("logp"), autocast or _null():
+                    logp, mask, channels = policy.logprobs(chunk)
                 ref_logp = None
-                if ref_model is not None or config.lora:
-                    with torch.no_grad(), _reference(policy, ref_model):
-                        ref_logp = policy.logprobs(trajs[k * micro:(k + 1) * micro])[0]
-                kwargs.update(logp=logp, old_logp=None, adv=adv_flat[k * micro:k * micro + logp.shape[0]],
-                              mask=mask, channels=channels, ref_logp=ref_logp, rl_normalizer=rl_total)
-            if k < len(sft_parts):
-                kwargs.update(sft_logp=sft_parts[k][0], sft_mask=sft_parts[k][1], sft_weights=sft_parts[k][2],
+                if measure_kl:
+                    with clock("kl"), torch.no_grad(), autocast or _null(), _reference(policy, ref_model):
+                        ref_logp = policy.logprobs(chunk)[0]
+                kwargs.update(logp=logp, old_logp=None, adv=adv_flat[start:start + logp.shape[0]], mask=mask,
+                              channels=channels, ref_logp=ref_logp, rl_normalizer=rl_total)
+            sft_chunk = sft_trajs[start:start + micro]
+            if sft_chunk:
+                with clock("logp"), autocast or _null():
+                    sft_logp, sft_mask, _ = policy.logprobs(sft_chunk)
+                kwargs.update(sft_logp=sft_logp, sft_mask=sft_mask, sft_weights=_sft_weights(sft_chunk, sft_mask),
                               sft_normalizer=sft_total)
-            loss, terms = _loss_part(config, lam, kwargs)
-            if loss.requires_grad:
-                loss.backward()
+            with clock("backward"):
+                loss, terms = _loss_part(config, lam, kwargs)
+                if loss.requires_grad:
+                    loss.backward()
             for name, value in terms.items():  # loss parts add up (each divided by the whole batch's counts)
                 if name.startswith("loss") and isinstance(value, float) and math.isfinite(value):
                     terms_sum[name] = terms_sum.get(name, 0.0) + value
-            if k < len(rl_parts):  # KL: token means per micro-batch, pooled over the batch by token counts
-                _pool_kl(kl_sum, terms, channel_counts(rl_parts[k][1], rl_parts[k][2]))
-        if config.mode == "sft" and (ref_model is not None or config.lora):
+            if chunk and measure_kl:  # KL: token means per micro-batch, pooled over the batch by token counts
+                _pool_kl(kl_sum, terms, channel_counts(mask, channels))
+        if config.mode == "sft" and measure_kl:
             # no gradient flows through the rollouts in sft, but their KL to the start is still measured
-            with torch.no_grad(), autocast or _null():
+            with clock("kl"), torch.no_grad(), autocast or _null():
                 for i in range(0, len(trajs), micro):
                     logp, mask, channels = policy.logprobs(trajs[i:i + micro])
                     with _reference(policy, ref_model):
                         ref_logp = policy.logprobs(trajs[i:i + micro])[0]
                     kl = {f"kl_{n}": v.item() for n, v in kl_per_channel(logp, ref_logp, mask, channels).items()}
                     _pool_kl(kl_sum, kl, channel_counts(mask, channels))
-        terms_sum.update({f"kl_{name}": total / n for name, (total, n) in kl_sum.items()})
-        terms_sum["w_sft"], terms_sum["w_rl"] = mode_weights(config.mode, lam)
-        grad_norm = _optimizer_step(config, params, optimizer, scheduler, world)
+        with clock("opt"):
+            grad_norm = _optimizer_step(config, params, optimizer, scheduler, world)
 
-        # 5. log one row per step
-        row = _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms_sum, trajs, grad_norm,
-                       scheduler.get_last_lr()[0], t_gen, t_score, time.perf_counter() - t0)
+        # 5. log one row per step: the whole step's (every process's rewards, rollouts and loss parts)
+        lengths = [(t.count(TEXT), t.count(SPEECH), t.finished) for t in trajs]
+        if world > 1:
+            rewards, scores, lengths = (_gather(x, world) for x in (rewards, scores, lengths))
+            adv_stats = group_advantages(rewards, std_floor=config.std_floor)[1]
+            terms_sum, kl_sum = _sum_terms(terms_sum, kl_sum, world)
+        terms_sum.update({f"kl_{name}": total / n for name, (total, n) in kl_sum.items() if n})
+        terms_sum["w_sft"], terms_sum["w_rl"] = mode_weights(config.mode, lam)
+        row = _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms_sum, lengths, grad_norm,
+                       scheduler.get_last_lr()[0], clock, time.perf_counter() - t0)
         if writer is None:
             continue  # other processes: rank 0 logs and checkpoints
         writer.write(row)
@@ -528,23 +638,44 @@ def _pool_kl(kl_sum: dict[str, list], terms: dict[str, Any], counts: dict[str, i
 
 
 def _sft_step(config, policy, model, optimizer, scheduler, params, batch, prompts, autocast, world,
-              target_cache) -> dict[str, Any]:
+              target_cache, clock: StepClock) -> dict[str, Any]:
     """One optimizer step on the reference answers alone (mode sft without rollouts): no generation, no reward."""
     targets = _sft_targets(policy, prompts, batch, target_cache)
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    with autocast or _null():
-        parts = _batched_sft(policy, targets, config.micro_batch_size)
-    (normalizer,) = _sum_over_processes([sum(sft_weight_total(m, w) for _, m, w in parts) or 1], world)
+    micro = config.micro_batch_size
+    (normalizer,) = _sum_over_processes([_sft_count(targets, micro) or 1], world)
     loss_sum = 0.0
-    for logp, mask, weights in parts:
-        loss, _ = sft_loss(logp, mask, normalizer=normalizer, weights=weights)
-        loss.backward()
+    for i in range(0, len(targets), micro):  # forward and backward one micro-batch at a time
+        with clock("logp"), autocast or _null():
+            logp, mask, _ = policy.logprobs(targets[i:i + micro])
+        with clock("backward"):
+            loss, _ = sft_loss(logp, mask, normalizer=normalizer, weights=_sft_weights(targets[i:i + micro], mask))
+            loss.backward()
         loss_sum += float(loss.detach())
-    grad_norm = _optimizer_step(config, params, optimizer, scheduler, world)
+    with clock("opt"):
+        grad_norm = _optimizer_step(config, params, optimizer, scheduler, world)
+    if world > 1:  # each process's share is divided by the global count: the step's loss is their sum
+        loss_sum = _sum_terms({"loss": loss_sum}, {}, world)[0]["loss"]
     return {"loss": loss_sum, "loss_sft": loss_sum, "w_sft": 1.0, "w_rl": 0.0,
             "len_target": float(np.mean([len(t.completion_ids) for t in targets])), "grad_norm": grad_norm,
             "lr": scheduler.get_last_lr()[0]}
+
+
+def _timings(clock: StepClock, rollouts: bool = True) -> dict[str, float]:
+    """The step's time breakdown for its log row: ``t_gen``, ``t_decode``, ``t_score`` (``t_score_<name>`` per
+    scorer, inside it), ``t_logp`` (the policy's forward passes), ``t_kl`` (the starting policy's), ``t_backward``
+    (loss and backward), ``t_opt`` (gradient all-reduce, clipping, optimizer). ``seconds`` minus the parts is the
+    loop's own glue. ``seconds_generate`` / ``seconds_score`` (decoding + scoring) as in earlier logs. A step
+    without rollouts (the SFT warm start) has only ``t_logp``, ``t_backward`` and ``t_opt``."""
+    if not rollouts:
+        return {f"t_{p}": clock.seconds.get(p, 0.0) for p in ("logp", "backward", "opt")}
+    parts = ("gen", "decode", "score", "logp", "kl", "backward", "opt")
+    row = {f"t_{p}": clock.seconds.get(p, 0.0) for p in parts}
+    row.update({f"t_{p}": v for p, v in sorted(clock.seconds.items()) if p.startswith("score_")})
+    row["seconds_generate"] = row["t_gen"]
+    row["seconds_score"] = row["t_decode"] + row["t_score"]
+    return row
 
 
 def _distributed(config: AlignConfig) -> tuple[int, int, int]:
@@ -577,6 +708,24 @@ def _sum_over_processes(values: list[float], world: int) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t)
     return [v or 1 for v in t.tolist()]
+
+
+LOSS_TERMS = ("loss", "loss_sft", "loss_grpo", "loss_kl")
+
+
+def _sum_terms(terms: dict[str, float], kl_sum: dict[str, list], world: int) -> tuple[dict[str, float], dict]:
+    """The step's loss parts (each process's share is already divided by the global counts: they add up) and KL
+    sums and counts per channel, summed over the processes (a part some process lacks stays absent)."""
+    import torch.distributed as dist
+
+    names = ("text", "speech", "all")
+    values = [terms.get(k, math.nan) for k in LOSS_TERMS] + [x for n in names for x in kl_sum.get(n, [0.0, 0])]
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    out = t.tolist()
+    summed = {k: v for k, v in zip(LOSS_TERMS, out) if math.isfinite(v)}
+    kl = {n: [out[len(LOSS_TERMS) + 2 * i], int(out[len(LOSS_TERMS) + 2 * i + 1])] for i, n in enumerate(names)}
+    return summed, kl
 
 
 def _all_reduce_grads(params, world: int) -> None:
@@ -644,8 +793,9 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms, trajs, grad_norm, lr, t_gen, t_score,
-             seconds) -> dict[str, Any]:
+def _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms, lengths, grad_norm, lr,
+             clock: StepClock, seconds) -> dict[str, Any]:
+    """One log row; ``lengths``: (text positions, speech positions, finished) per rollout."""
     flat = [r for g in rewards for r in g if r is not None]
     mean, std = _mean_std(flat)
     row: dict[str, Any] = {"step": step, "mode": config.mode, "reward_mean": mean, "reward_std": std,
@@ -660,13 +810,10 @@ def _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms, tr
         row[f"reward.{name}_mean"], row[f"reward.{name}_std"] = _mean_std([float(v) for v in values])
     for key in ("loss", "loss_sft", "loss_grpo", "loss_kl", "w_sft", "w_rl", "kl_text", "kl_speech", "kl_all"):
         row[key] = terms.get(key)
-    text_len = [t.count(TEXT) for t in trajs]
-    speech_len = [t.count(SPEECH) for t in trajs]
-    row.update({"len_text": float(np.mean(text_len)) if text_len else None,
-                "len_speech": float(np.mean(speech_len)) if speech_len else None,
-                "frac_finished": float(np.mean([t.finished for t in trajs])) if trajs else None,
-                "grad_norm": grad_norm, "lr": lr, "seconds_generate": t_gen, "seconds_score": t_score,
-                "seconds": seconds})
+    row.update({"len_text": float(np.mean([n for n, _, _ in lengths])) if lengths else None,
+                "len_speech": float(np.mean([n for _, n, _ in lengths])) if lengths else None,
+                "frac_finished": float(np.mean([f for _, _, f in lengths])) if lengths else None,
+                "grad_norm": grad_norm, "lr": lr, "seconds": seconds, **_timings(clock)})
     if torch.cuda.is_available():
         row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     else:

@@ -2,7 +2,8 @@
 max tokens, sampling and text-only GRPO; wavalign also computes its SFT term (mode wavalign).
 
     pip install trl==1.16.0 --no-deps      # for this benchmark only
-    python benchmarks/perf/align_step.py [--steps 6] [--device cpu|cuda] [--random-init DIR]
+    python benchmarks/perf/align_step.py [--steps 6] [--device cpu|cuda] [--random-init DIR] [--threads N]
+                                         [--set KEY=VALUE ...]     # wavalign config overrides, e.g. kl_every=1
     python benchmarks/perf/align_step.py --family omni|moshi|interleaved [--steps 4] [--device cpu|cuda]
 
 ``--family``: wavalign's loop alone (TRL cannot train these layouts) on a random-initialised model of the family's
@@ -20,7 +21,12 @@ phoneme speech tokens added, the reference policy). Both sides: 2 prompts × G =
 ≤ 64 new tokens, temperature 0.7, top-p 0.9, no KL, one update per generation, lr 1e-6, the same cheap text reward
 (word overlap F1 with the reference answer) so the figure is the loops' cost, not the scorers'. Each side runs in
 its own process (peak memory: max RSS on CPU, torch.cuda.max_memory_allocated on GPU); the first step is warm-up
-and not counted. Prints the figures and the ratio wavalign / TRL.
+and not counted. Both sides run with the same number of torch CPU threads (``--threads``; 0: torch's default, all
+cores). Prints the figures, the ratio wavalign / TRL, and wavalign's time breakdown per step (median over the
+counted steps of the loop's own log columns ``t_gen``, ``t_decode``, ``t_score_<scorer>``, ``t_logp``, ``t_kl``,
+``t_backward``, ``t_opt``; the rest of ``seconds`` is the loop's glue). ``t_kl`` is the forward pass of the starting
+policy that measures KL per channel: every ``kl_every`` steps (default 10) and at the last step while β = 0, so its
+cost shows in the mean, not in the median.
 """
 
 from __future__ import annotations
@@ -139,11 +145,13 @@ def run_trl(args) -> dict:
                         max_steps=args.steps, logging_steps=1, report_to="none", save_strategy="no",
                         use_cpu=args.device == "cpu", bf16=args.device == "cuda", gradient_accumulation_steps=1,
                         steps_per_generation=1, seed=0, disable_dropout=True, dataloader_num_workers=0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     trainer = GRPOTrainer(model=model.to(args.device), reward_funcs=reward, args=config, train_dataset=data,
                           processing_class=tokenizer, callbacks=[Clock()])
     torch.manual_seed(0)
     trainer.train()
-    return {"side": "trl", "step_seconds": times, "peak_mb": _peak_mb(args.device)}
+    return {"side": "trl", "step_seconds": times, "peak_mb": _peak_mb(args.device), "threads": torch.get_num_threads()}
 
 
 FAMILIES = {  # --family: the factory of a random model at the real (GPU) or reduced (CPU) shape
@@ -206,8 +214,31 @@ def report_family(args) -> None:
           f"peak memory {r['peak_mb']:.0f} MB")
 
 
+BREAKDOWN = ("t_gen", "t_decode", "t_score", "t_logp", "t_kl", "t_backward", "t_opt")
+
+
+def breakdown(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Median and mean per step of each part of the step (the loop's ``t_*`` log columns) and of the glue."""
+    def number(r, key):
+        return float(r[key]) if r.get(key) not in (None, "") else 0.0
+
+    keys = [k for k in BREAKDOWN if k in rows[0]]
+    keys += sorted(k for k in rows[0] if k.startswith("t_score_"))
+    out = {}
+    for key in [*keys, "glue", "seconds"]:
+        if key == "glue":
+            values = [number(r, "seconds") - sum(number(r, k) for k in BREAKDOWN) for r in rows]
+        else:
+            values = [number(r, key) for r in rows]
+        out[key] = {"median": statistics.median(values), "mean": statistics.mean(values)}
+    return out
+
+
 def run_wavalign(args) -> dict:
     import csv
+
+    import torch
+    import yaml
 
     from align.train import load_config, train
     from rewards.registry import register
@@ -216,18 +247,21 @@ def run_wavalign(args) -> dict:
     out = Path(tempfile.mkdtemp())
     policy = ({"policy": "benchmarks.perf.align_step:random_policy", "policy_args": {"shape": args.random_init}}
               if args.random_init else {})
+    overrides = {key: yaml.safe_load(value) for key, _, value in (kv.partition("=") for kv in args.set or [])}
     config = load_config("reference", {**policy,
         "mode": "wavalign", "max_steps": args.steps, "output_dir": str(out), "group_size": 4, "prompts_per_step": 2,
         "max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9, "lr": 1e-6, "beta_text": 0.0, "beta_speech": 0.0,
         "reward": {"components": [{"scorer": "overlap", "weight": 1.0}]}, "reward_range": (0.0, 1.0),
-        "save_every": 10**6, "device": args.device, "data": str(PROMPTS), "lora": None,
+        "save_every": 10**6, "device": args.device, "data": str(PROMPTS), "lora": None, "threads": args.threads,
+        **overrides,
     })
     train(config, log=lambda m: None)
     with (out / "log.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     return {"side": "wavalign", "step_seconds": [float(r["seconds"]) for r in rows], "peak_mb": _peak_mb(args.device),
-            "generate_share": sum(float(r["seconds_generate"]) for r in rows[1:]) /
-            max(sum(float(r["seconds"]) for r in rows[1:]), 1e-9)}
+            "threads": torch.get_num_threads(), "kl_every": config.kl_every,
+            "breakdown": breakdown(rows[1:] or rows), "len_text": statistics.mean(float(r["len_text"]) for r in rows),
+            "len_speech": statistics.mean(float(r["len_speech"]) for r in rows)}
 
 
 def main() -> None:
@@ -237,6 +271,8 @@ def main() -> None:
     parser.add_argument("--random-init", metavar="DIR", help="random weights of the shape saved in DIR")
     parser.add_argument("--save-shape", metavar="DIR", help="save SmolLM2's config and tokenizer to DIR and exit")
     parser.add_argument("--family", choices=sorted(FAMILIES), help="one family's loop at its real/reduced shape")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads on both sides (0: torch's default)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a wavalign config override (repeatable)")
     parser.add_argument("--side", choices=["trl", "wavalign", "family"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.save_shape:
@@ -252,8 +288,10 @@ def main() -> None:
     results = {}
     for side in ("trl", "wavalign"):
         extra = ["--random-init", args.random_init] if args.random_init else []
+        extra += [f"--set={kv}" for kv in args.set or []] if side == "wavalign" else []
         done = subprocess.run([sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--device",
-                               args.device, *extra], cwd=REPO, capture_output=True, text=True)
+                               args.device, "--threads", str(args.threads), *extra], cwd=REPO, capture_output=True,
+                              text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{side} failed:\n{done.stderr[-3000:]}")
@@ -268,14 +306,20 @@ def main() -> None:
           f"{args.steps} steps, first one not counted")
     for side, r in results.items():
         steps = r["step_seconds"][1:] or r["step_seconds"]
-        extra = f", generating {100 * r['generate_share']:.0f}%" if "generate_share" in r else ""
         print(f"  {side:<9} {statistics.median(steps):6.2f} s/step (median; mean {statistics.mean(steps):.2f}), "
-              f"peak memory {r['peak_mb']:.0f} MB{extra}")
+              f"peak memory {r['peak_mb']:.0f} MB, {r['threads']} torch threads")
     t = statistics.median(results["wavalign"]["step_seconds"][1:]) / statistics.median(
         results["trl"]["step_seconds"][1:])
+    t_mean = statistics.mean(results["wavalign"]["step_seconds"][1:]) / statistics.mean(
+        results["trl"]["step_seconds"][1:])
     m = results["wavalign"]["peak_mb"] / results["trl"]["peak_mb"]
-    print(f"  ratio wavalign / TRL: time {t:.2f}, peak memory {m:.2f} (target time <= 1.0; wavalign also computes "
-          "the SFT term and speech tokens)")
+    print(f"  ratio wavalign / TRL: time {t:.2f} (of means {t_mean:.2f}), peak memory {m:.2f} (target time <= 1.0; "
+          "wavalign also computes the SFT term and speech tokens)")
+    w = results["wavalign"]
+    print(f"  wavalign's step, median (mean) seconds; kl_every {w['kl_every']}; {w['len_text']:.0f} text and "
+          f"{w['len_speech']:.0f} speech positions per rollout:")
+    for key, v in w["breakdown"].items():
+        print(f"    {key:<22} {v['median']:7.2f} ({v['mean']:.2f})")
 
 
 if __name__ == "__main__":

@@ -127,25 +127,59 @@ def test_lora_trains_only_adapters_and_resumes(tmp_path):
     assert state["weights"] and all("lora_" in name for name in state["weights"])
     row = train(load_config("tiny", {"max_steps": 3, "output_dir": str(out), "lora": lora, "resume": True}),
                 log=lambda m: None)
-    assert row["step"] == 3 and float(read_log(out)[0]["kl_text"]) >= 0  # KL against the adapters-off model
+    rows = read_log(out)
+    assert row["step"] == 3 and rows[0]["kl_text"] == ""  # kl_every 10: not measured at step 1 ...
+    assert float(rows[1]["kl_text"]) >= 0  # ... but at a run's last step, against the adapters-off model
 
 
 @pytest.mark.slow
-def test_two_processes_under_accelerate_launch(tmp_path):
-    """DDP with the same script: each process its own prompts, gradients summed, one λ, rank 0 logs and saves."""
-    out = tmp_path / "ddp"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--main_process_port", str(_free_port()),
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli", "align",
-              "--config", "tiny", "--max-steps", "2", "--output-dir", str(out)]
-    done = subprocess.run(launch, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = read_log(out)
-    assert [r["step"] for r in rows] == ["1", "2"]
-    assert json.loads((out / "config.json").read_text())["world_size"] == 2
-    # λ and the gates come from all 2 x 2 groups: the same λ on every process, so only one log
-    assert float(rows[0]["loss"]) == float(rows[0]["loss"])
+def test_two_processes_give_the_gradients_parameters_and_lambda_of_one(tmp_path):
+    """DDP with the same script (each process its own prompts, losses normalised by global counts, gradients summed,
+    λ from every process's groups, rank 0 logs and saves) against one process over the same prompts: the same
+    gradients, parameters and λ. The test policy (ddp_policy.py) samples each prompt alone, seeded by the prompt and
+    the step, so both runs see the same rollouts; grad_clip 0 so the saved gradients are the raw sums."""
+    common = ["-m", "cli", "align", "--config", "tiny", "--max-steps", "3", "--set", "grad_clip=0",
+              "--set", "policy=ddp_policy:build_ddp_test_policy", "--set", "lr=3e-3"]
+    args = "hidden_size: 64, layers: 2, text_chunk: 4, speech_chunk: 8"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests" / "align")])}
+    runs = {}
+    for name, prefix, per_process in (
+        ("one", [sys.executable], 4),
+        ("two", [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                 "--main_process_port", str(_free_port()), "--num_machines", "1", "--mixed_precision", "no",
+                 "--dynamo_backend", "no"], 2),
+    ):
+        out, grads = tmp_path / name, tmp_path / f"{name}-grads"
+        grads.mkdir()
+        cmd = [*prefix, *common, "--output-dir", str(out), "--set", f"prompts_per_step={per_process}",
+               "--set", f"policy_args={{grads_dir: {grads}, {args}}}"]
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = (out, grads)
+    (one, one_grads), (two, two_grads) = runs["one"], runs["two"]
+    assert json.loads((two / "config.json").read_text())["world_size"] == 2
+    a, b = read_log(one), read_log(two)
+    assert [r["step"] for r in b] == ["1", "2", "3"]
+    for x, y in zip(a, b):  # λ and the gates come from all 4 groups; the losses from all 4 prompts' rollouts
+        for key in ("lambda", "lambda_raw", "gate_v", "gate_g", "reward_mean", "loss", "loss_sft", "loss_grpo",
+                    "grad_norm", "len_text", "len_speech"):
+            assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-5, abs=1e-7), (x["step"], key)
+    assert 0 < float(a[-1]["lambda"]) and float(a[-1]["loss_grpo"]) != 0  # the RL term takes part
+    for step in (1, 2):
+        g1 = torch.load(one_grads / f"grads_step{step}_rank0.pt")
+        for rank in (0, 1):  # every process steps with the summed gradients
+            g2 = torch.load(two_grads / f"grads_step{step}_rank{rank}.pt")
+            assert g1.keys() == g2.keys() and g1
+            for n in g1:
+                torch.testing.assert_close(g2[n], g1[n], rtol=1e-4, atol=1e-7,
+                                       msg=lambda m, n=n, step=step: f"step {step} {n}: {m}")
+    w1 = torch.load(one / "checkpoint" / "trainer.pt", weights_only=False)
+    w2 = torch.load(two / "checkpoint" / "trainer.pt", weights_only=False)
+    for n in w1["weights"]:  # AdamW divides by sqrt(v): a tiny gradient's last-digit differences (summed in another
+        # order over processes) move its parameter by a little of lr (3e-3) per step, so 1% of lr is allowed
+        torch.testing.assert_close(w2["weights"][n], w1["weights"][n], rtol=1e-4, atol=3e-5,
+                                   msg=lambda m, n=n: f"{n}: {m}")
+    assert w2["lambda"]["lam"] == pytest.approx(w1["lambda"]["lam"], rel=1e-6)
 
 
 def _free_port() -> int:
@@ -194,7 +228,7 @@ def test_the_reward_judges_against_the_short_answer():
 def test_micro_batches_change_nothing_that_is_logged(tmp_path):
     """The same step in one micro-batch or several: same losses, weights and KL per channel (pooled by token
     counts, not summed over micro-batches)."""
-    base = {"mode": "wavalign", "max_steps": 3, "prompts_per_step": 3, "lr": 3e-3}
+    base = {"mode": "wavalign", "max_steps": 3, "prompts_per_step": 3, "lr": 3e-3, "kl_every": 1}
     train(load_config("tiny", {**base, "micro_batch_size": 16, "output_dir": str(tmp_path / "one")}),
           log=lambda m: None)
     train(load_config("tiny", {**base, "micro_batch_size": 5, "output_dir": str(tmp_path / "many")}),
@@ -259,3 +293,108 @@ def test_a_step_whose_rewards_all_fail_is_logged_and_the_run_goes_on(tmp_path):
     assert [r["step"] for r in rows] == ["1", "2"]
     assert all(r["reward_mean"] == "" and int(r["reward_none"]) == 8 for r in rows)  # None, never a number
     assert any("step 2: reward none" in m for m in messages), messages
+
+
+BREAKDOWN = ("t_gen", "t_decode", "t_score", "t_logp", "t_kl", "t_backward", "t_opt")
+
+
+@pytest.mark.parametrize("extra", [{"mode": "wavalign", "kl_every": 2}, {"mode": "sft", "sft_rollouts": False}])
+def test_the_step_breakdown_adds_up_to_the_step(tmp_path, extra):
+    """Each log row's parts (generation, speech decoding, scoring, log-prob forward, KL forward, backward,
+    optimizer) add up to the step's seconds, leaving only the loop's glue; each scorer's time lies inside t_score."""
+    train(load_config("tiny", {"max_steps": 3, "output_dir": str(tmp_path / "run"), **extra}), log=lambda m: None)
+    rows = read_log(tmp_path / "run")
+    for r in rows:
+        parts = [k for k in BREAKDOWN if k in r]
+        total, seconds = sum(float(r[k]) for k in parts), float(r["seconds"])
+        assert all(float(r[k]) >= 0 for k in parts)
+        assert seconds * 0.9 - 0.02 <= total <= seconds, (r["step"], total, seconds)
+        if extra["mode"] == "sft":
+            assert parts == ["t_logp", "t_backward", "t_opt"]
+            continue
+        assert parts == list(BREAKDOWN)
+        per_scorer = [float(r[k]) for k in ("t_score_answer", "t_score_lively")]
+        assert 0 < sum(per_scorer) <= float(r["t_score"])
+        assert float(r["t_gen"]) > 0 and float(r["t_decode"]) > 0 and float(r["t_logp"]) > 0  # the prosody listens
+        assert (float(r["t_kl"]) > 0) == (r["step"] in ("2", "3"))  # KL measured at steps 2 and 3 (the last) only
+        assert float(r["seconds_score"]) == pytest.approx(float(r["t_decode"]) + float(r["t_score"]))
+
+
+def _run(tmp_path, name, **overrides):
+    out = tmp_path / name
+    train(load_config("tiny", {"max_steps": 4, "lr": 3e-3, "output_dir": str(out), **overrides}), log=lambda m: None)
+    weights = torch.load(out / "checkpoint" / "trainer.pt", weights_only=False)["weights"]
+    return read_log(out), weights
+
+
+COMPARED = ("reward_mean", "reward_std", "lambda", "loss", "loss_sft", "loss_grpo", "loss_kl", "grad_norm",
+            "len_text", "len_speech")
+
+
+@pytest.mark.parametrize("mode", ["wavalign", "sft"])
+def test_kl_every_changes_no_loss_reward_or_parameter_when_beta_is_0(tmp_path, mode):
+    """β = 0: KL is only measured, so measuring it every 3 steps (or never) gives exactly the losses, rewards,
+    gradient norms and parameters of measuring it every step; the KL columns are empty on the skipped steps and
+    equal on the others (the last step is always measured)."""
+    every, sparse, never = (_run(tmp_path, f"kl{k}", mode=mode, kl_every=k) for k in (1, 3, 0))
+    for a, b, c in zip(every[0], sparse[0], never[0]):
+        for key in COMPARED:
+            assert a[key] == b[key] == c[key], (a["step"], key)  # the same digits
+        for key in ("kl_text", "kl_speech", "kl_all"):
+            assert float(a[key]) >= 0 and c[key] == ""
+            assert b[key] == (a[key] if a["step"] in ("3", "4") else ""), (a["step"], key)
+    for name in every[1]:
+        assert torch.equal(every[1][name], sparse[1][name]) and torch.equal(every[1][name], never[1][name]), name
+
+
+def test_kl_in_the_loss_is_computed_every_step_whatever_kl_every(tmp_path):
+    """β > 0: the KL is part of the loss, so kl_every does not apply: identical runs, KL and its loss every step."""
+    (a_rows, a_w), (b_rows, b_w) = (_run(tmp_path, f"kl{k}", beta_text=0.5, beta_speech=0.5, kl_every=k)
+                                    for k in (1, 0))
+    for a, b in zip(a_rows, b_rows):
+        for key in (*COMPARED, "kl_text", "kl_speech"):
+            assert a[key] == b[key] and a[key] != "", (a["step"], key)
+    assert float(a_rows[-1]["loss_kl"]) > 0
+    assert all(torch.equal(a_w[n], b_w[n]) for n in a_w)
+
+
+def test_a_step_s_gradient_is_the_whole_batch_loss_s_gradient(tmp_path, monkeypatch):
+    """The loop runs forward and backward one micro-batch at a time, with normalisers counted from the trajectories
+    before any forward pass. Its gradient equals that of the hybrid loss over the whole batch in one forward pass
+    (rollouts and reference answers each in one batch, every count taken from the tensors), computed here."""
+    import align.train as loop
+    from align.objectives import flatten_advantages, group_advantages, hybrid_loss
+
+    seen: dict = {}
+    score_rollouts = loop.score_rollouts
+
+    def record_rollouts(reward, policy, batch, groups, step, clock=None):
+        seen.update(policy=policy, batch=batch, groups=groups)
+        rewards, scores = score_rollouts(reward, policy, batch, groups, step, clock)
+        seen["rewards"] = rewards
+        return rewards, scores
+
+    optimizer_step = loop._optimizer_step
+
+    def check_gradients(config, params, optimizer, scheduler, world):
+        got = [p.grad.clone() for p in params]
+        policy = seen["policy"]
+        optimizer.zero_grad(set_to_none=True)
+        trajs = [t for g in seen["groups"] for t in g]
+        targets = loop._sft_targets(policy, [loop._prompt(policy, e) for e in seen["batch"]], seen["batch"])
+        adv, _ = group_advantages(seen["rewards"])
+        logp, mask, channels = policy.logprobs(trajs)
+        sft_logp, sft_mask, _ = policy.logprobs(targets)
+        loss, _ = hybrid_loss("fixed", config.fixed_lambda, logp=logp, adv=flatten_advantages(adv), mask=mask,
+                              channels=channels, sft_logp=sft_logp, sft_mask=sft_mask)
+        loss.backward()
+        for g, p in zip(got, params):
+            torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-8)
+        seen["checked"] = seen.get("checked", 0) + 1
+        return optimizer_step(config, params, optimizer, scheduler, world)
+
+    monkeypatch.setattr(loop, "score_rollouts", record_rollouts)
+    monkeypatch.setattr(loop, "_optimizer_step", check_gradients)
+    train(load_config("tiny", {"mode": "fixed", "max_steps": 2, "micro_batch_size": 3, "lr": 3e-3,
+                               "output_dir": str(tmp_path / "run")}), log=lambda m: None)
+    assert seen["checked"] == 2 and any(abs(a) > 0 for g in seen["rewards"] for a in group_advantages([g])[0][0])

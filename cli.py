@@ -63,6 +63,7 @@ def score(
     clipped_is_error: Annotated[bool, typer.Option(help="Reject clipped audio instead of flagging it.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard existing results in the output folder.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    report: Annotated[bool, typer.Option(help="Also write OUT_DIR/report.html, the listening report (players beside transcripts and scores).")] = False,
 ) -> None:
     """Score a folder or manifest of spoken answers: per-file CSV/JSONL and a summary (resumes by default)."""
     from evalsuite.inputs import InputError, load_items
@@ -117,6 +118,8 @@ def score(
         _fail(str(e))
     _print_summary(result.summary, result.n_resumed)
     typer.echo(f"wrote {output}/scores.csv, scores.jsonl, summary.json ({result.seconds:.1f} s)")
+    if report:
+        _write_report([output], output / "report.html")
 
 
 def _print_summary(summary: dict, n_resumed: int) -> None:
@@ -169,8 +172,9 @@ def eval_(
     leaderboard: Annotated[bool, typer.Option(help="Also rebuild the leaderboard of the runs next to this one (in the output's parent folder).")] = True,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any item has an error (a scorer that does not apply, e.g. to a text-only answer, is no error).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    report: Annotated[bool, typer.Option(help="Also write report.html beside results.json: the listening report (players beside transcripts and scores).")] = True,
 ) -> None:
-    """Run a model on a benchmark and score its answers: samples.jsonl, samples.csv, results.json.
+    """Run a model on a benchmark and score its answers: samples.jsonl, samples.csv, results.json, report.html.
 
     Exit status: 0 when the run completed, per-item errors included (each recorded in samples.jsonl and counted in
     results.json); with --strict, 1 when any item has an error; 1 when items are missing from the run; 2 for usage
@@ -223,6 +227,8 @@ def eval_(
         return
     _print_results(result.results, result.n_resumed)
     typer.echo(f"wrote {out}/results.json, samples.jsonl, samples.csv ({result.results['seconds']['total']:.1f} s)")
+    if report:
+        _write_report([out], out / "report.html")
     if leaderboard:
         from evalsuite.benchmark import suites
         from evalsuite.leaderboard import build_leaderboard
@@ -283,6 +289,7 @@ def align(
     device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of data order, rollouts and initialisation.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config field as KEY=VALUE (YAML value), e.g. --set lr=1e-5 (repeatable).")] = None,
+    report: Annotated[bool, typer.Option(help="Also write OUTPUT_DIR/report.html: training curves and the saved rollouts.")] = False,
 ) -> None:
     """Post-train a spoken dialogue model with the WavAlign adaptive hybrid loop (or an ablation mode)."""
     from align.train import load_config, train
@@ -297,6 +304,35 @@ def align(
     except (ValueError, FileNotFoundError, ModelUnavailableError) as e:
         _fail(str(e))
     typer.echo(f"wrote {cfg.output_dir}/log.csv, checkpoint/, curves.png (step {row.get('step')})")
+    if report:
+        _write_report([Path(cfg.output_dir)], Path(cfg.output_dir) / "report.html")
+
+
+@app.command("report")
+def report_(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of wavalign eval, score or align; two or more eval runs of one benchmark are compared item by item.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path("report.html"),
+    embed: Annotated[bool, typer.Option(help="Inline the audio (base64) for one portable file, instead of linking it relative to the report.")] = False,
+) -> None:
+    """A static, self-contained HTML listening report: players beside transcripts, text channel and scores."""
+    _write_report(runs, output, embed=embed, after_run=False)
+
+
+def _write_report(runs: list[Path], output: Path, *, embed: bool = False, after_run: bool = True) -> None:
+    """Write the report; after a run (eval, score, align), a report that cannot be written is a warning, not a
+    failed run."""
+    from evalsuite.report import ReportError, write_report
+
+    try:
+        built = write_report(runs, output, embed=embed)
+    except (ReportError, OSError) as e:
+        if not after_run:
+            _fail(str(e))
+        typer.echo(f"warning: no report: {e}", err=True)
+        return
+    for warning in built.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {output}")
 
 
 @app.command("convert-whisper")

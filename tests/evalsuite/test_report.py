@@ -465,3 +465,18 @@ def test_write_report_replaces_the_file_whole(two_runs, tmp_path):
     out = tmp_path / "deep" / "report.html"
     write_report([two_runs[0]], out)
     assert out.read_text().startswith("<!doctype html>") and not list(out.parent.glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_cli_align_report_on_a_real_tiny_run(tmp_path):
+    """The curves of a real `wavalign align --config tiny` run (2 steps, ~20 s on this CPU), read from its log.csv."""
+    out = tmp_path / "align"
+    result = CliRunner().invoke(app, ["align", "--config", "tiny", "--max-steps", "2", "--output-dir", str(out),
+                                      "--report"])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    run = read_run(out, linker(tmp_path))
+    titles = [c.title for c in run.charts]
+    assert {"reward", "λ and its gates", "losses", "KL per channel"} <= set(titles)
+    assert "No rollouts saved" in html and "<polyline" in html
+    assert dict(run.last_step)["step"] == "2"

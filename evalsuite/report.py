@@ -920,10 +920,11 @@ def render(report: Report, title: str = "wavalign report") -> str:
     """The page's HTML (Jinja2, autoescaped: no text from a run is ever markup)."""
     import secrets
 
-    from jinja2 import Environment, PackageLoader, StrictUndefined
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    env = Environment(loader=PackageLoader("evalsuite", "templates"), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+    # the folder beside this file (PackageLoader misses it under some editable installs)
+    env = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = lambda x: "" if x is None else _fmt(float(x))
     return env.get_template("report.html.j2").render(report=report, title=title,
                                                         nonce=secrets.token_urlsafe(16))

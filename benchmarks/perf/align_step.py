@@ -151,7 +151,9 @@ def run_trl(args) -> dict:
                           processing_class=tokenizer, callbacks=[Clock()])
     torch.manual_seed(0)
     trainer.train()
-    return {"side": "trl", "step_seconds": times, "peak_mb": _peak_mb(args.device), "threads": torch.get_num_threads()}
+    lengths = [e["completions/mean_length"] for e in trainer.state.log_history if "completions/mean_length" in e]
+    return {"side": "trl", "step_seconds": times, "peak_mb": _peak_mb(args.device), "threads": torch.get_num_threads(),
+            "len_completion": statistics.mean(lengths[1:] or lengths) if lengths else None}
 
 
 FAMILIES = {  # --family: the factory of a random model at the real (GPU) or reduced (CPU) shape
@@ -315,9 +317,10 @@ def main() -> None:
     m = results["wavalign"]["peak_mb"] / results["trl"]["peak_mb"]
     print(f"  ratio wavalign / TRL: time {t:.2f} (of means {t_mean:.2f}), peak memory {m:.2f} (target time <= 1.0; "
           "wavalign also computes the SFT term and speech tokens)")
-    w = results["wavalign"]
+    w, trl_len = results["wavalign"], results["trl"].get("len_completion")
     print(f"  wavalign's step, median (mean) seconds; kl_every {w['kl_every']}; {w['len_text']:.0f} text and "
-          f"{w['len_speech']:.0f} speech positions per rollout:")
+          f"{w['len_speech']:.0f} speech positions per rollout (TRL's: "
+          f"{'?' if trl_len is None else f'{trl_len:.0f}'} tokens):")
     for key, v in w["breakdown"].items():
         print(f"    {key:<22} {v['median']:7.2f} ({v['mean']:.2f})")
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -94,6 +95,7 @@ class AlignConfig:
     seed: int = 0
     output_dir: str = "runs/align"
     save_every: int = 5
+    report_every: int = 0  # save each rollout (text, speech, reward, advantage) every N steps for the report; 0: off
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -273,8 +275,10 @@ def time_scorers(reward, clock: StepClock) -> list[str]:
     return names
 
 
-def score_rollouts(reward, policy, example_groups, trajs_groups, step: int, clock: StepClock | None = None):
-    """Decode each rollout's speech and score it: rewards grouped per prompt (None where the reward failed)."""
+def score_rollouts(reward, policy, example_groups, trajs_groups, step: int, clock: StepClock | None = None,
+                   keep: list | None = None):
+    """Decode each rollout's speech and score it: rewards grouped per prompt (None where the reward failed). The
+    scored samples are appended to ``keep`` when it is given."""
     from rewards.base import Sample, score_each
 
     clock = clock or StepClock()
@@ -295,6 +299,8 @@ def score_rollouts(reward, policy, example_groups, trajs_groups, step: int, cloc
                                                                      else {})}))
     with clock("score"):
         scores = score_each(reward, samples)
+    if keep is not None:
+        keep.extend(samples)
     G = len(trajs_groups[0]) if trajs_groups else 0
     rewards = [[s.value for s in scores[i * G:(i + 1) * G]] for i in range(len(trajs_groups))]
     return rewards, scores
@@ -446,7 +452,9 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                                      seed=config.seed * 1_000_003 + step * world + rank)
 
         # 2. decode speech and score: rewards per group (None = could not score, excluded from the statistics)
-        rewards, scores = score_rollouts(reward, policy, batch, groups, step, clock)
+        report_step = config.report_every > 0 and (step % config.report_every == 0 or step == config.max_steps)
+        samples: list | None = [] if report_step else None
+        rewards, scores = score_rollouts(reward, policy, batch, groups, step, clock, keep=samples)
         if config.resample_zero_var:
             for i, rs in enumerate(rewards):
                 vals = [r for r in rs if r is not None]
@@ -456,9 +464,13 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
                                                        temperature=config.temperature, top_p=config.top_p,
                                                        max_new_tokens=config.max_new_tokens,
                                                        seed=config.seed * 1_000_003 + step + 500_000 + i)
-                    new, new_scores = score_rollouts(reward, policy, [batch[i]], [groups[i]], step, clock)
+                    redrawn: list | None = [] if samples is not None else None
+                    new, new_scores = score_rollouts(reward, policy, [batch[i]], [groups[i]], step, clock,
+                                                     keep=redrawn)
                     rewards[i] = new[0]
                     scores[i * config.group_size:(i + 1) * config.group_size] = new_scores
+                    if samples is not None:
+                        samples[i * config.group_size:(i + 1) * config.group_size] = redrawn
 
         # 3. group advantages and λ
         adv, adv_stats = group_advantages(rewards, std_floor=config.std_floor)
@@ -538,7 +550,9 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         log(f"step {step}: reward {_fmt(row['reward_mean'])} λ {lam:.3f} loss {_fmt(row['loss'])} "
             f"({row['seconds']:.1f} s)")
 
-        # 6. checkpoint
+        # 6. rollouts for the listening report (rank 0's share of the step), then the checkpoint
+        if samples is not None:
+            _save_rollouts(out / "rollouts", step, policy, batch, groups, samples, scores, adv, log)
         if step % config.save_every == 0 or step == config.max_steps:
             _save(ckpt_dir, model, optimizer, scheduler, controller, cursor, step, config)
     if writer is None:
@@ -546,6 +560,55 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
     writer.close()
     _plot(out / "log.csv", out / "curves.png")
     return row
+
+
+def _save_rollouts(folder: Path, step: int, policy, batch, groups, samples, scores, adv, log) -> None:
+    """``rollouts/step-NNNNNN.jsonl`` (one line per rollout: prompt, text, transcript, reward and its components,
+    advantage, error) and its speech as 16-bit WAV under ``rollouts/step-NNNNNN/``, the layout `evalsuite.report`
+    reads. Speech a listening reward did not decode is decoded here. A rollout whose speech cannot be decoded or
+    written keeps its line, with the error; the JSONL is written whole, then renamed."""
+    import soundfile as sf
+
+    name = f"step-{step:06d}"
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    G = len(groups[0]) if groups else 0
+    lines = []
+    for i, (example, trajs) in enumerate(zip(batch, groups)):
+        for k, traj in enumerate(trajs):
+            sample, score = samples[i * G + k], scores[i * G + k]
+            error, audio_path = score.error, None
+            audio, rate = sample.audio, sample.sample_rate
+            try:
+                if audio is None and traj.count(SPEECH):
+                    audio, rate = policy.decode_speech(traj.speech_tokens)
+                if audio is not None and len(audio) and rate:
+                    audio_path = f"{name}/{_file_id(example.id)}-{k}.wav"
+                    sf.write(folder / audio_path, np.clip(np.asarray(audio, dtype=np.float32), -1, 1), int(rate),
+                             subtype="PCM_16")
+            except Exception as exc:  # noqa: BLE001 - a rollout's speech never stops the run
+                audio_path, error = None, f"speech not saved: {type(exc).__name__}: {exc}"
+            metrics = score.metrics or {}
+            components = {k2: (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
+                          for k2, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                          and not k2.endswith(".raw") and k2 not in ("weights_used", "group_size")}
+            transcript = next((v for k2, v in metrics.items() if k2.endswith("transcript") and isinstance(v, str)),
+                              None)
+            a = adv[i][k] if i < len(adv) and k < len(adv[i]) else None
+            lines.append({"step": step, "prompt_id": example.id, "prompt": example.question_text, "rollout": k,
+                          "text": traj.text, "audio": audio_path, "transcript": transcript,
+                          "reward": score.value, "components": components,
+                          "advantage": None if a is None else float(a), "error": error})
+    tmp = folder / f"{name}.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+    tmp.replace(folder / f"{name}.jsonl")
+    log(f"step {step}: {len(lines)} rollouts saved for the report in {folder / name}")
+
+
+def _file_id(item_id: str) -> str:
+    """An example id as a file name: path separators and odd characters replaced."""
+    return re.sub(r"[^\w.-]+", "_", str(item_id)).strip("._")[:80] or "item"
 
 
 def _usable(policy, examples: list[Example], log) -> list[Example]:

@@ -368,9 +368,9 @@ def test_a_step_s_gradient_is_the_whole_batch_loss_s_gradient(tmp_path, monkeypa
     seen: dict = {}
     score_rollouts = loop.score_rollouts
 
-    def record_rollouts(reward, policy, batch, groups, step, clock=None):
+    def record_rollouts(reward, policy, batch, groups, step, clock=None, **kwargs):
         seen.update(policy=policy, batch=batch, groups=groups)
-        rewards, scores = score_rollouts(reward, policy, batch, groups, step, clock)
+        rewards, scores = score_rollouts(reward, policy, batch, groups, step, clock, **kwargs)
         seen["rewards"] = rewards
         return rewards, scores
 

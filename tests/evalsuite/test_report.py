@@ -472,11 +472,39 @@ def test_cli_align_report_on_a_real_tiny_run(tmp_path):
     """The curves of a real `wavalign align --config tiny` run (2 steps, ~20 s on this CPU), read from its log.csv."""
     out = tmp_path / "align"
     result = CliRunner().invoke(app, ["align", "--config", "tiny", "--max-steps", "2", "--output-dir", str(out),
-                                      "--report"])
+                                      "--report", "--set", "report_every=2"])
     assert result.exit_code == 0, result.output
     html = (out / "report.html").read_text()
     run = read_run(out, linker(tmp_path))
     titles = [c.title for c in run.charts]
     assert {"reward", "λ and its gates", "losses", "KL per channel"} <= set(titles)
-    assert "No rollouts saved" in html and "<polyline" in html
+    assert "<polyline" in html
     assert dict(run.last_step)["step"] == "2"
+    # the loop saved step 2's rollouts (report_every=2): one line per rollout, their rewards the log's
+    import csv
+    import json
+
+    config = json.loads((out / "config.json").read_text())
+    lines = [json.loads(x) for x in (out / "rollouts" / "step-000002.jsonl").read_text().splitlines()]
+    assert not (out / "rollouts" / "step-000001.jsonl").exists()
+    assert len(lines) == config["prompts_per_step"] * config["group_size"]
+    logged = list(csv.DictReader((out / "log.csv").open()))[-1]
+    rewards = [x["reward"] for x in lines if x["reward"] is not None]
+    assert abs(sum(rewards) / len(rewards) - float(logged["reward_mean"])) < 1e-6
+    groups: dict = {}
+    for x in lines:
+        groups.setdefault(x["prompt_id"], []).append(x)
+    for group in groups.values():  # the saved advantages are GRPO's, by hand: (r - mean) / (std + 1e-4)
+        r = [x["reward"] for x in group if x["reward"] is not None]
+        mean, std = float(np.mean(r)), float(np.std(r))
+        for x in group:
+            want = None if x["reward"] is None else (0.0 if max(r) == min(r) else (x["reward"] - mean) / (std + 1e-4))
+            assert (x["advantage"] is None) == (want is None) and (want is None or abs(x["advantage"] - want) < 1e-6)
+    for x in lines:
+        assert x["step"] == 2 and x["prompt_id"]
+        if x["audio"]:
+            info = sf.info(out / "rollouts" / x["audio"])
+            assert info.subtype == "PCM_16" and info.frames > 0
+    assert [s.step for s in run.rollouts] == [2]
+    assert sum(len(r) for _, _, r in run.rollouts[0].groups) == len(lines)
+    assert "No rollouts saved" not in html and "<audio" in html

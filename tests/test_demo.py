@@ -44,6 +44,10 @@ def test_demo_main_job_runs_offline_end_to_end(tmp_path, report):
     assert [r["model"] for r in board] == ["cascade"]
     assert float(board[0]["demo/qa_accuracy"]) == pytest.approx(metrics["qa_accuracy"]["value"])
     assert (out.parent / "leaderboard.png").stat().st_size > 1000
+    # the listening report beside results.json (issue #13): a row and a player per item, players linked relatively
+    page = (out / "report.html").read_text()
+    assert page.count("<audio") == 80 and all(f"<td>{r['id']}</td>" in page for r in rows)
+    assert all(f'src="{r["response.audio"]}"' in page for r in rows)
     seconds = results["seconds"]
     report(f"demo eval (cascade, 40 items): answering {seconds['generate']:.0f} s, scoring {seconds['score']:.0f} s; "
            + ", ".join(f"{k} {m['value']:.1f}" for k, m in metrics.items() if m["value"] is not None))

@@ -1,7 +1,8 @@
 """The ``wavalign`` command line. Commands are thin: parse flags, build configs, call the library.
 
 Heavy imports (numpy, torch, model backends) happen inside command bodies so ``wavalign --help`` stays instant.
-Errors a user can fix print one line and exit with status 2.
+Errors a user can fix print one line and exit with status 2; an output that cannot be written (disk full, read-only
+folder) prints one line and exits with status 3, every row already written intact for a resumed run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,22 @@ Device = Annotated[str, typer.Option(help="Device for torch/CTranslate2 models: 
 def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def _write_failed(error: OSError, hint: str) -> NoReturn:
+    """A write failure (evalsuite.results.is_write_failure): one line, exit status 3."""
+    from evalsuite.results import WriteError
+
+    what = str(error) if isinstance(error, WriteError) else f"cannot write {error.filename or 'an output'}: " \
+        f"{error.strerror or error}"
+    typer.echo(f"error: {what}; {hint}", err=True)
+    raise typer.Exit(code=3)
+
+
+def _is_write_failure(error: BaseException) -> bool:
+    from evalsuite.results import is_write_failure
+
+    return is_write_failure(error)
 
 
 def _split(value: str) -> list[str]:
@@ -116,6 +133,11 @@ def score(
         )
     except (InputError, RunConflictError, UnknownScorerError, ModelUnavailableError, ValueError) as e:
         _fail(str(e))
+    except OSError as e:
+        if not _is_write_failure(e):
+            raise
+        _write_failed(e, f"the rows in {output}/scores.jsonl are kept: free space (or make the folder writable) and "
+                         "run the same command again to resume")
     _print_summary(result.summary, result.n_resumed)
     typer.echo(f"wrote {output}/scores.csv, scores.jsonl, summary.json ({result.seconds:.1f} s)")
     if report:
@@ -178,7 +200,8 @@ def eval_(
 
     Exit status: 0 when the run completed, per-item errors included (each recorded in samples.jsonl and counted in
     results.json); with --strict, 1 when any item has an error; 1 when items are missing from the run; 2 for usage
-    errors."""
+    errors; 3 when an output could not be written (disk full, read-only folder: the rows written are kept for
+    --resume)."""
     from evalsuite.adapters import AdapterError, build_adapter
     from evalsuite.benchmark import BenchmarkError, list_benchmarks, load_benchmark
 
@@ -223,6 +246,11 @@ def eval_(
     except (BenchmarkError, AdapterError, DataError, RunConflictError, UnknownScorerError, ModelUnavailableError,
             ValueError) as e:
         _fail(str(e))
+    except OSError as e:
+        if not _is_write_failure(e):
+            raise
+        _write_failed(e, f"the rows in {out}/samples.jsonl are kept: free space (or make the folder writable) and "
+                         "rerun with --resume")
     if result.results is None:  # another rank: rank 0 reports
         return
     _print_results(result.results, result.n_resumed)
@@ -234,7 +262,12 @@ def eval_(
         from evalsuite.leaderboard import build_leaderboard
 
         board_csv = out.parent / "leaderboard.csv"
-        build_leaderboard([out.parent], board_csv, suites=suites())
+        try:
+            build_leaderboard([out.parent], board_csv, suites=suites())
+        except OSError as e:
+            if not _is_write_failure(e):
+                raise
+            _write_failed(e, f"the run is complete in {out}; rerun with --resume to write the leaderboard")
         typer.echo(f"wrote {board_csv} (+ .md, .png)")
     if not result.results["complete"] or (strict and result.results["n_items_with_errors"]):
         raise typer.Exit(code=1)
@@ -298,11 +331,18 @@ def align(
     overrides = _parse_model_args(set_ or [])
     overrides.update({"mode": mode, "max_steps": max_steps, "output_dir": output_dir, "device": device,
                       "seed": seed, "resume": resume or None})
+    cfg = None
     try:
         cfg = load_config(config, overrides)
         row = train(cfg)
     except (ValueError, FileNotFoundError, ModelUnavailableError) as e:
         _fail(str(e))
+    except OSError as e:
+        if not _is_write_failure(e):
+            raise
+        saved = cfg is not None and (Path(cfg.output_dir) / "checkpoint" / "trainer.pt").exists()
+        _write_failed(e, "log.csv and the last checkpoint are kept: free space (or make the folder writable) and "
+                         + ("rerun with --resume" if saved else "rerun (no checkpoint was saved yet)"))
     typer.echo(f"wrote {cfg.output_dir}/log.csv, checkpoint/, curves.png (step {row.get('step')})")
     if report:
         _write_report([Path(cfg.output_dir)], Path(cfg.output_dir) / "report.html")
@@ -326,6 +366,9 @@ def _write_report(runs: list[Path], output: Path, *, embed: bool = False, after_
     try:
         built = write_report(runs, output, embed=embed)
     except (ReportError, OSError) as e:
+        if _is_write_failure(e):  # disk full or read-only: a write failure like any other
+            _write_failed(e, ("the run's results are complete; " if after_run else "")
+                          + "run `wavalign report` again once the folder is writable and has space")
         if not after_run:
             _fail(str(e))
         typer.echo(f"warning: no report: {e}", err=True)

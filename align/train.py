@@ -7,13 +7,19 @@ no SFT), ``po-text`` (GRPO on text tokens only, no SFT), ``sft`` (SFT only; roll
 for the log, unless ``sft_rollouts: false``: the fast warm start).
 
 Config precedence: dataclass defaults < the YAML (``--config tiny|reference|PATH``) < explicit flags. The resolved
-config is written to ``OUTPUT_DIR/config.json`` and into every checkpoint.
+config is written to ``OUTPUT_DIR/config.json`` and into every checkpoint. Checkpoints, config.json and a rewritten
+log.csv are written atomically (temporary file, fsync, rename); log rows are appended and fsynced. A resumed run
+drops the log rows logged after its checkpoint and a row cut off by a crash (logged, and recorded under ``repairs``
+in config.json); a write that fails raises ``evalsuite.results.WriteError`` with the log and last checkpoint intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import hashlib
+import io
 import json
 import math
 import os
@@ -46,6 +52,7 @@ from align.objectives import (
     sft_weight_total,
 )
 from align.policy import PAD_CHANNEL, SPEECH, TEXT
+from evalsuite.results import WriteError, add_repair, fsync_dir, read_json, write_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -416,13 +423,9 @@ def train(config: AlignConfig, *, log=None) -> dict[str, Any]:
         cursor.load_state_dict(state["cursor"])
         set_rng_state(state["rng"])
         step = state["step"]
-        if rank == 0:
-            _truncate_log(out / "log.csv", step)
         log(f"resumed from step {step}")
-    if rank == 0:
-        (out / "config.json").write_text(json.dumps({**asdict(config), "world_size": world}, indent=2,
-                                                    default=str) + "\n")
-    writer = _LogWriter(out / "log.csv") if rank == 0 else None
+    # the log as of the step the run starts from (later rows and a row cut off by a crash dropped), then the config
+    writer = _open_log(out, config, world, step, log) if rank == 0 else None
     row: dict[str, Any] = {}
 
     while step < config.max_steps:
@@ -887,14 +890,13 @@ def _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms, le
 
 
 class _LogWriter:
-    """log.csv (one row per step, flushed) and TensorBoard scalars when tensorboard is installed."""
+    """log.csv (one row per step, appended and fsynced) and TensorBoard scalars when tensorboard is installed.
 
-    def __init__(self, path: Path):
+    Opening it brings the log to ``after_step``, the step the run starts from (:func:`_truncate_log`)."""
+
+    def __init__(self, path: Path, after_step: int = 0, log=None, record=None):
         self.path = path
-        self.columns: list[str] | None = None
-        if path.exists() and path.stat().st_size:
-            with path.open(newline="") as f:
-                self.columns = next(csv.reader(f), None)
+        self.columns = _truncate_log(path, after_step, log, record)
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -904,14 +906,14 @@ class _LogWriter:
             self.tb = None
 
     def write(self, row: dict[str, Any]) -> None:
+        lines = []
         if self.columns is None:
             self.columns = list(row)
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(self.columns)
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow(["" if row.get(c) is None else row.get(c) for c in self.columns])
-            f.flush()
-            os.fsync(f.fileno())
+            lines.append(self.columns)
+        lines.append(["" if row.get(c) is None else row.get(c) for c in self.columns])
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer).writerows(lines)
+        _append(self.path, buffer.getvalue().encode("utf-8"))
         if self.tb is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v):
@@ -922,28 +924,145 @@ class _LogWriter:
             self.tb.close()
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows after the checkpoint's step (a killed run may have logged steps it never saved)."""
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` and fsync; a write cut short (disk full) is taken back before WriteError is raised."""
+    created = not path.exists()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise WriteError(path, e) from e
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            if created:
+                fsync_dir(path.parent)
+        except OSError as e:
+            with contextlib.suppress(OSError):  # if even this fails, the next resume drops the cut-off row
+                os.ftruncate(fd, start)
+            raise WriteError(path, e) from e
+    finally:
+        os.close(fd)
+
+
+def _truncate_log(path: Path, step: int, log=None, record=None) -> list[str] | None:
+    """Bring log.csv to ``step``, the step the run starts from: drop the rows of later steps (a killed run may have
+    logged steps it never saved; 0: a fresh start, nothing kept) and any row that is not whole (cut off by a crash or
+    a full disk), rewriting the file atomically. Returns the header (None: none kept). Dropping rows that were not
+    whole is a repair: logged and handed to ``record`` before the file changes (see evalsuite.results.repair_rows)."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     if not path.exists():
-        return
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(keep)
+        return None
+    raw = path.read_bytes()
+    mtime = path.stat().st_mtime_ns
+    text = raw.decode("utf-8", errors="replace")
+    whole, torn = text, ""
+    if text and not text.endswith("\n"):  # rows end with a newline: a tail without one is a cut-off row
+        whole, torn = text[:text.rfind("\n") + 1], text[text.rfind("\n") + 1:]
+    lines = whole.splitlines(keepends=True)
+    nul = sum("\x00" in line for line in lines)  # a crash on some file systems leaves zeros where a row was going
+    rows = [r for r in csv.reader(io.StringIO("".join(x for x in lines if "\x00" not in x), newline="")) if r]
+    header = rows[0] if rows and "\x00" not in lines[0] else None
+    keep, later, bad = [], [], nul + (1 if torn else 0)
+    for r in rows[1:] if header else []:
+        if len(r) != len(header) or not r[0].isdigit():
+            bad += 1
+        elif int(r[0]) <= step:
+            keep.append(r)
+        else:
+            later.append(int(r[0]))
+    if bad:
+        log(f"{path.name}: dropped {'a truncated last row' if torn and bad == 1 else f'{bad} unreadable row(s)'} "
+            "(left by an interrupted or failed write); its step is trained again")
+        if record is not None:
+            record({"file": path.name, "dropped_lines": bad, "dropped_bytes": len(torn.encode()),
+                    "kind": "truncated last line" if torn and bad == 1 else "unreadable lines", "time": _now(),
+                    "key": f"{len(raw)}:{hashlib.sha1(raw).hexdigest()[:16]}:{mtime}"})
+    if later:
+        after = f"logged after the checkpoint of step {step}" if step else "of a run that saved no checkpoint"
+        log(f"{path.name}: dropped the rows of steps {min(later)}-{max(later)}, {after}; they are trained again")
+    if step == 0 or header is None:
+        if text:
+            try:
+                path.unlink()
+            except OSError as e:
+                raise WriteError(path, e) from e
+        return None
+    if bad or later:
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer).writerows([header, *keep])
+        write_atomic(path, buffer.getvalue().encode("utf-8"))
+    return header
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _open_log(out: Path, config: AlignConfig, world: int, step: int, log) -> _LogWriter:
+    """log.csv brought to ``step`` (the step the run starts from), and config.json written with the repairs of this
+    run's resumes (rows cut off by a crash, dropped from the log)."""
+    repairs = read_json(out / "config.json").get("repairs", []) if config.resume else []
+
+    def record(repair: dict[str, Any]) -> None:
+        nonlocal repairs
+        repairs = add_repair(repairs, repair)
+        _write_config(out / "config.json", config, world, repairs)
+
+    writer = _LogWriter(out / "log.csv", step, log, record)
+    _write_config(out / "config.json", config, world, repairs)
+    return writer
+
+
+def _write_config(path: Path, config: AlignConfig, world: int, repairs: list[dict[str, Any]]) -> None:
+    """The resolved config and the repairs of the run's resumes, written atomically."""
+    data = {**asdict(config), "world_size": world, "repairs": list(repairs)}
+    write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 def _save(ckpt_dir: Path, model, optimizer, scheduler, controller, cursor, step: int, config: AlignConfig) -> None:
     """Everything exact resume needs, written atomically (a kill mid-save leaves the previous checkpoint)."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(ckpt_dir, e) from e
     state = {"weights": trainable_state(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "lambda": controller.state_dict(), "cursor": cursor.state_dict(),
              "rng": rng_state(), "step": step, "config": asdict(config)}
-    tmp = ckpt_dir / "trainer.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(ckpt_dir / "trainer.pt")
+    target = _WriteRecorder()
+    try:
+        write_atomic(ckpt_dir / "trainer.pt", lambda f: torch.save(state, target.wrap(f)))
+    except RuntimeError as e:  # torch.save turns a failed write (disk full) into a RuntimeError without the reason
+        if target.error is None:
+            raise
+        raise WriteError(ckpt_dir / "trainer.pt", target.error) from e
+
+
+class _WriteRecorder:
+    """A file for torch.save that keeps the OSError of a failed write (torch.save reports only 'unexpected pos')."""
+
+    def __init__(self):
+        self.error: OSError | None = None
+        self._file = None
+
+    def wrap(self, f):
+        self._file = f
+        return self
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._file.flush()
 
 
 def _plot(log_csv: Path, png: Path) -> None:

@@ -6,11 +6,15 @@ Items go through in batches, top to bottom:
 2. ask the model adapter for its answers (an adapter that raises on a batch is retried item by item);
 3. save spoken answers under ``responses/`` and score every answer with the benchmark's scorers, each reading the
    text channel or the ASR transcript of the speech as the definition (or ``--judge-on``) says;
-4. append one row per item to ``samples.jsonl`` (flushed and fsynced), so a killed run resumes where it stopped.
+4. append one row per item to ``samples.jsonl`` (flushed and fsynced), so a killed run resumes where it stopped
+   (a last line cut off by a crash or a full disk is dropped on resume, its item redone, the repair recorded under
+   ``repairs`` in run.json and results.json).
 
 At the end ``results.json`` gets the metrics (mean × scale with standard error, n scored, n failed), the settings
-and the environment. Under ``accelerate launch`` / ``torchrun`` each process takes every WORLD_SIZE-th item and
-writes ``samples.rank<R>.jsonl``; rank 0 merges them into ``samples.jsonl`` and writes the results.
+and the environment; it, run.json, samples.csv and the response WAVs are written atomically (temporary file, fsync,
+rename). A write that fails raises ``WriteError`` with every completed row intact. Under ``accelerate launch`` /
+``torchrun`` each process takes every WORLD_SIZE-th item and writes ``samples.rank<R>.jsonl``; rank 0 merges them
+into ``samples.jsonl`` and writes the results.
 """
 
 from __future__ import annotations
@@ -22,13 +26,28 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from evalsuite.adapters import ModelAdapter, Request, Response, Turn, safe_name
 from evalsuite.benchmark import READS, Benchmark, ScorerSpec, matches
 from evalsuite.data import BenchItem, data_dir, item_audio, item_history, load_rows, split_label, to_items
-from evalsuite.results import RowWriter, _stderr, column_stats, environment, read_rows, write_csv, write_json
+from evalsuite.results import (
+    RowWriter,
+    WriteError,
+    _stderr,
+    add_repair,
+    column_stats,
+    environment,
+    make_dirs,
+    read_json,
+    read_rows,
+    repair_rows,
+    write_atomic,
+    write_csv,
+    write_json,
+)
 from evalsuite.scoring import RunConflictError, _comparable, _progress, run_scorer
 from rewards.audio import AudioError, AudioLimits, to_mono, validate
 from rewards.base import Sample, Scorer, not_applicable, one_line
@@ -209,6 +228,7 @@ def run_eval(
     Raises:
         RunConflictError: ``out_dir`` holds another run (without ``resume``/``overwrite``) or one made with
             other settings.
+        WriteError: an output file could not be written (disk full, read-only folder); the rows written are intact.
         evalsuite.data / benchmark errors for data that cannot be loaded.
     """
     started = time.perf_counter()
@@ -242,7 +262,8 @@ def run_eval(
         _barrier()
 
     done_rows = [r for r in read_rows(samples_path)[0]] if world > 1 else []
-    shard_rows, keep = read_rows(shard_path)
+    # a line cut off by a crash is dropped (its item is redone) and, on rank 0, recorded in run.json
+    shard_rows, _ = repair_rows(shard_path, log, partial(_record_repair, out) if rank == 0 else None)
     done = {row["id"] for row in done_rows + shard_rows}
     mine = [item for k, item in enumerate(items) if k % world == rank]
     todo = [item for item in mine if item.id not in done]
@@ -255,9 +276,9 @@ def run_eval(
             if prepare is not None:
                 prepare()
 
-    (out / RESPONSES_DIR).mkdir(parents=True, exist_ok=True)
+    make_dirs(out / RESPONSES_DIR)
     timings: dict[str, float] = {"prompt_audio": 0.0, "generate": 0.0}
-    writer = RowWriter(shard_path, keep)
+    writer = RowWriter(shard_path)
     bar = _progress(len(mine), len(mine) - len(todo), progress and rank == 0)
     try:
         for start in range(0, len(todo), config.batch_size):
@@ -278,6 +299,7 @@ def run_eval(
     rows = _ordered(read_rows(samples_path)[0], ids)
     results = _results(benchmark, settings, metrics_plan, rows, ids, timings, time.perf_counter() - started,
                        scorings, adapter)
+    results["repairs"] = read_json(out / RUN_JSON).get("repairs", [])  # lines dropped on resume, their items redone
     cols = _columns(rows, [s.prefix for s in scorings])
     write_csv(out / SAMPLES_CSV, rows, cols)
     write_json(out / RESULTS_JSON, _jsonable(results))
@@ -298,30 +320,42 @@ def _config_dict(config: EvalConfig) -> dict[str, Any]:
 
 
 def _claim_output(out: Path, settings: dict[str, Any], config: EvalConfig) -> None:
-    """Make ``out`` ours: fresh, resumed (same settings) or overwritten; refuse to mix runs."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Make ``out`` ours: fresh, resumed (same settings) or overwritten; refuse to mix runs. run.json gets the
+    settings and, on resume, keeps the repairs of earlier resumes."""
+    make_dirs(out)
     run_file = out / RUN_JSON
     existing = [out / SAMPLES_JSONL, *out.glob("samples.rank*.jsonl")]
     has_rows = any(p.exists() and p.stat().st_size for p in existing)
+    previous: dict[str, Any] = {}
     if config.overwrite:
-        for p in existing + [out / RESULTS_JSON, out / SAMPLES_CSV]:
-            p.unlink(missing_ok=True)
-        for p in (out / RESPONSES_DIR).glob("*") if (out / RESPONSES_DIR).is_dir() else []:
-            p.unlink()
+        stale = existing + [out / RESULTS_JSON, out / SAMPLES_CSV]
+        stale += list((out / RESPONSES_DIR).glob("*")) if (out / RESPONSES_DIR).is_dir() else []
+        for p in stale:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as e:
+                raise WriteError(p, e) from e
     elif has_rows:
         if not config.resume:
             raise RunConflictError(f"{out} already holds a run; use --resume to continue it, --overwrite to start "
                                    "afresh, or another -o")
-        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else {}
+        previous = read_json(run_file)
         if _comparable(_resumable(previous)) != _comparable(_resumable(settings)):
             raise RunConflictError(f"{out} holds a run with other settings (benchmark, model, scorers or config); "
                                    "use --overwrite or another -o")
-    write_json(run_file, _jsonable(settings))
+    write_json(run_file, {**_jsonable(settings), "repairs": previous.get("repairs", [])})
+
+
+def _record_repair(out: Path, repair: dict[str, Any]) -> None:
+    """Add a repair of samples.jsonl (a cut-off line dropped on resume) to run.json, for results.json."""
+    run = read_json(out / RUN_JSON)
+    write_json(out / RUN_JSON, {**run, "repairs": add_repair(run.get("repairs", []), repair)})
 
 
 def _resumable(settings: dict[str, Any]) -> dict[str, Any]:
     """What must match to resume: all settings but the resolved model ids and the item count of --limit."""
     s = json.loads(json.dumps(settings, default=str))
+    s.pop("repairs", None)
     s.get("config", {}).pop("limit", None)
     s.get("config", {}).pop("n_items", None)
     return s
@@ -344,13 +378,8 @@ def _merge_shards(out: Path, world: int, ids: Sequence[str]) -> None:
         for row in read_rows(path)[0]:
             rows[row["id"]] = row
     merged = _ordered(list(rows.values()), ids) + [r for i, r in rows.items() if i not in set(ids)]
-    tmp = out / (SAMPLES_JSONL + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in merged:
-            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(out / SAMPLES_JSONL)
+    write_atomic(out / SAMPLES_JSONL,
+                 "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in merged).encode())
     for r in range(world):
         (out / f"samples.rank{r}.jsonl").unlink(missing_ok=True)
 
@@ -525,13 +554,16 @@ def _response_audio(response: Response, limits: AudioLimits):
 
 
 def _write_wav(path: Path, audio, rate: int):
-    """Write 16-bit WAV; return the samples as written (what a reader of the file gets)."""
+    """Write 16-bit WAV atomically; return the samples as written (what a reader of the file gets)."""
+    import io
+
     import soundfile as sf
 
-    tmp = path.with_suffix(".tmp.wav")
-    sf.write(str(tmp), audio, rate, subtype="PCM_16")
-    tmp.replace(path)
-    return sf.read(str(path), dtype="float32")[0]
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, subtype="PCM_16", format="WAV")
+    write_atomic(path, buffer.getvalue())
+    buffer.seek(0)
+    return sf.read(buffer, dtype="float32")[0]
 
 
 def _describe_audio(cell: Any) -> str | None:

@@ -7,11 +7,10 @@ the run goes on; a scorer that raises on a batch is retried item by item so only
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,15 @@ from evalsuite.results import (
     SCORES_JSONL,
     SUMMARY_JSON,
     RowWriter,
+    WriteError,
+    add_repair,
     column_stats,
     columns,
     environment,
+    make_dirs,
+    read_json,
     read_rows,
+    repair_rows,
     write_csv,
     write_json,
 )
@@ -91,32 +95,48 @@ def score_items(
     limits: AudioLimits = AudioLimits(),
     overwrite: bool = False,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Score ``items`` into ``out_dir`` (scores.jsonl, scores.csv, summary.json), resuming what is there.
 
+    A last line of scores.jsonl cut off by a crash or a full disk is dropped (its item scored again), logged, and
+    recorded under ``repairs`` in run.json and summary.json.
+
     Raises:
         RunConflictError: ``out_dir`` has results from different scorers or settings (and not ``overwrite``).
+        WriteError: an output file could not be written (disk full, read-only folder); the rows written are intact.
     """
     started = time.perf_counter()
     names = [s.name for s in scorers]
     if len(set(names)) != len(names):
         raise ValueError(f"each scorer can run once per run; got {', '.join(names)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda message: print(message, file=sys.stderr))
+    out = make_dirs(out_dir)
     jsonl = out / SCORES_JSONL
     settings = _settings(scorers, limits)
     run_file = out / RUN_JSON
+    previous: dict[str, Any] = {}
     if overwrite:
-        jsonl.unlink(missing_ok=True)
+        try:
+            jsonl.unlink(missing_ok=True)
+        except OSError as e:
+            raise WriteError(jsonl, e) from e
     elif jsonl.exists() and run_file.exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if _comparable(previous["settings"]) != _comparable(settings):
+        previous = read_json(run_file)
+        if _comparable(previous.get("settings")) != _comparable(settings):
             raise RunConflictError(
                 f"{out} holds scores made with other scorers or settings; use --overwrite or another -o"
             )
-    write_json(run_file, {"source": source, "settings": settings})
 
-    done_rows, keep = read_rows(jsonl)
+    repairs = previous.get("repairs", [])
+
+    def record(repair: dict[str, Any]) -> None:
+        nonlocal repairs
+        repairs = add_repair(repairs, repair)
+        write_json(run_file, {"source": source, "settings": settings, "repairs": repairs})
+
+    done_rows, _ = repair_rows(jsonl, log, record)  # a line cut off by a crash is dropped: its item is scored again
+    write_json(run_file, {"source": source, "settings": settings, "repairs": repairs})
     done = {row["id"] for row in done_rows}
     todo = [item for item in items if item.id not in done]
     for scorer in scorers:  # load models up front: a missing model is one clear error, before any work
@@ -125,7 +145,7 @@ def score_items(
             prepare()
     rate = _common_rate(scorers)
 
-    writer = RowWriter(jsonl, keep)
+    writer = RowWriter(jsonl)
     bar = _progress(len(items), len(items) - len(todo), progress)
     timings = {"audio_io": 0.0, **{name: 0.0 for name in names}}
     try:
@@ -155,9 +175,10 @@ def score_items(
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 3),
         "seconds_by_stage": {k: round(v, 3) for k, v in timings.items()},  # this invocation's work only
+        "repairs": repairs,  # lines of scores.jsonl dropped on resume (cut off by a crash), their items redone
     }
     write_json(out / SUMMARY_JSON, summary)
-    write_json(run_file, {"source": source, "settings": final_settings})
+    write_json(run_file, {"source": source, "settings": final_settings, "repairs": repairs})
     return RunResult(out, len(all_rows), len(todo), len(done), summary, summary["seconds"])
 
 

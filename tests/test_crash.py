@@ -435,3 +435,65 @@ def test_killed_at_random_moments_and_resumed_gives_the_uninterrupted_outputs(re
            f"{tally.torn_injected} torn rows injected and repaired, 0 rows lost; reference run "
            f"{ref.total_s:.1f} s (first row at {ref.first_row_s:.1f} s); kills at {tally.kill_times} s; "
            f"{time.monotonic() - started:.0f} s")
+
+
+# --- the repair on its own -----------------------------------------------------------------------------------------
+
+
+def _lines(*rows: dict) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+class _Killed(BaseException):
+    """What a SIGKILL between recording a repair and making it would look like to the code after it."""
+
+
+def test_a_cut_off_row_is_dropped_and_recorded_once_even_when_a_kill_interrupts_the_repair(tmp_path):
+    from evalsuite.results import add_repair, repair_rows
+
+    path = tmp_path / "scores.jsonl"
+    whole = _lines({"id": "a", "x": 1}, {"id": "b", "x": 2})
+    path.write_bytes(whole + b'{"id": "c", "x"')
+    messages: list[str] = []
+
+    def killed(repair):
+        raise _Killed
+
+    with pytest.raises(_Killed):  # recorded, then killed before the file changed
+        repair_rows(path, messages.append, killed)
+    assert path.read_bytes() == whole + b'{"id": "c", "x"'
+    recorded: list[dict] = []
+    rows, repair = repair_rows(path, messages.append, recorded.append)
+    assert [r["id"] for r in rows] == ["a", "b"] and path.read_bytes() == whole
+    assert repair["kind"] == "truncated last line" and repair["dropped_bytes"] == len(b'{"id": "c", "x"')
+    assert len(messages) == 2 and all("dropped a truncated last line (15 bytes" in m for m in messages)
+    first_try = dict(repair)  # what the killed run had recorded: the same damage, so the same key
+    assert add_repair(add_repair([], first_try), recorded[0]) == [first_try]
+    assert repair_rows(path, messages.append, recorded.append) == (rows, None) and len(recorded) == 1
+
+
+def test_an_unreadable_line_before_good_rows_is_dropped_and_the_rows_after_it_kept(tmp_path):
+    from evalsuite.results import repair_rows
+
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(_lines({"id": "a"}) + b"\x00\x00\x00 not json\n" + _lines({"id": "b"}, {"id": "c"}))
+    rows, repair = repair_rows(path, lambda m: None)
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert path.read_bytes() == _lines({"id": "a"}, {"id": "b"}, {"id": "c"})
+    assert (repair["kind"], repair["dropped_lines"]) == ("unreadable lines", 1)
+
+
+def test_the_align_log_is_brought_to_the_checkpoint_step_and_a_cut_off_row_recorded(tmp_path):
+    from align.train import _truncate_log
+
+    path = tmp_path / "log.csv"
+    log = b"step,loss\r\n1,0.5\r\n2,0.4\r\n3,0.3\r\n"
+    path.write_bytes(log + b"4,0.")
+    messages: list[str] = []
+    recorded: list[dict] = []
+    assert _truncate_log(path, 2, messages.append, recorded.append) == ["step", "loss"]
+    assert path.read_bytes() == b"step,loss\r\n1,0.5\r\n2,0.4\r\n"
+    assert [r["kind"] for r in recorded] == ["truncated last line"]
+    assert any("truncated last row" in m for m in messages) and any("steps 3-3" in m for m in messages)
+    path.write_bytes(log)  # a fresh start (no checkpoint): the killed run's rows go
+    assert _truncate_log(path, 0, messages.append) is None and not path.exists()

@@ -13,8 +13,9 @@ one kill in three a cut-off row is appended (a write torn by a power loss, which
 the next run must drop it, say so and record it. At the end the outputs equal the reference's (timing fields aside)
 and no temporary file is left.
 
-``-k "3"``: a few kill points per command (CI). ``score-20`` and ``eval-20`` also run in CI; ``align-20`` (a fresh
-process costs ~10 s of imports there) is marked ``nightly`` and runs with WAVALIGN_NIGHTLY=1.
+In CI: 20 random kill points each for score and eval, 3 for align (a fresh align process spends ~10 s importing),
+and one kill in the middle of each kind of write (rows, run.json, CSV, summary/results, a response WAV, a
+checkpoint, a log row). ``align-20`` is marked ``nightly`` and runs with WAVALIGN_NIGHTLY=1 (~4 min).
 """
 
 from __future__ import annotations
@@ -410,9 +411,7 @@ def references(tmp_path_factory):
     return get
 
 
-CASES = [
-    pytest.param("score", 3, marks=pytest.mark.slow, id="score-3"),
-    pytest.param("eval", 3, marks=pytest.mark.slow, id="eval-3"),
+CASES = [  # score and eval get their 20 kill points in CI; align (~10 s of imports per process) 3, and 20 nightly
     pytest.param("align", 3, marks=pytest.mark.slow, id="align-3"),
     pytest.param("score", 20, marks=pytest.mark.slow, id="score-20"),
     pytest.param("eval", 20, marks=pytest.mark.slow, id="eval-20"),
@@ -435,6 +434,111 @@ def test_killed_at_random_moments_and_resumed_gives_the_uninterrupted_outputs(re
            f"{tally.torn_injected} torn rows injected and repaired, 0 rows lost; reference run "
            f"{ref.total_s:.1f} s (first row at {ref.first_row_s:.1f} s); kills at {tally.kill_times} s; "
            f"{time.monotonic() - started:.0f} s")
+
+
+# --- kills at chosen writes ----------------------------------------------------------------------------------------
+
+# Runs the CLI and SIGKILLs it in the middle of one chosen write: the Nth file opened for writing whose name holds
+# TARGET gets half of its first write, then the process dies (``open``: results, run.json, CSVs, WAVs, checkpoints,
+# all through evalsuite.results); or the Nth row appended to such a file (``row``: os.write in evalsuite.results and
+# align.train) lands half. A random kill almost never hits these microseconds; a file written in place would be
+# left half written here, and a row torn as by a power loss.
+KILL_IN_A_WRITE = r"""
+import builtins, os, signal, sys
+target, op, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.argv = ["wavalign", *sys.argv[4:]]
+seen = [0]
+
+def hit(name):
+    if target in os.path.basename(str(name)):
+        seen[0] += 1
+        return seen[0] == nth
+    return False
+
+def die(fd_or_file, data):
+    half = bytes(data[: max(len(data) // 2, 1)])
+    if isinstance(fd_or_file, int):
+        os.write(fd_or_file, half)
+    else:
+        fd_or_file.write(half)
+        fd_or_file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+class Torn:
+    def __init__(self, f):
+        self.f = f
+    def write(self, data):
+        die(self.f, data)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+real_open = builtins.open
+def open_for_the_kill(file, mode="r", *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    return Torn(f) if op == "open" and "w" in mode and hit(file) else f
+
+class TornOs:
+    def __init__(self, real):
+        self.real = real
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+    def write(self, fd, data):
+        if op == "row" and hit(self.real.readlink(f"/proc/self/fd/{fd}")):
+            die(fd, data)
+        return self.real.write(fd, data)
+
+import evalsuite.results as results
+results.open = open_for_the_kill
+results.os = TornOs(os)
+if sys.argv[1] == "align":
+    import align.train as train
+    train.os = TornOs(os)
+import cli
+cli.main()
+"""
+
+KILL_POINTS = [
+    # (workload, file name part, open|row, which one, whether the kill leaves a torn row for the resume to repair)
+    ("score", "run.json", "open", 1, False),
+    ("score", "scores.jsonl", "row", 3, True),
+    ("score", "scores.csv", "open", 1, False),
+    ("score", "summary.json", "open", 1, False),
+    ("eval", "run.json", "open", 1, False),
+    ("eval", "samples.jsonl", "row", 2, True),
+    ("eval", "q3.wav", "open", 1, False),
+    ("eval", "samples.csv", "open", 1, False),
+    ("eval", "results.json", "open", 1, False),
+    ("align", "trainer.pt", "open", 2, False),
+    ("align", "log.csv", "row", 3, True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,target,op,nth,torn", KILL_POINTS,
+                         ids=[f"{w}-{t}-{o}{n}" for w, t, o, n, _ in KILL_POINTS])
+def test_a_kill_in_the_middle_of_a_write_leaves_whole_files_and_a_run_that_resumes(references, tmp_path, name,
+                                                                                   target, op, nth, torn):
+    workload, ref, _ = references(name)
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_A_WRITE, target, op, str(nth), *workload.argv(out, False)],
+                            cwd=REPO, env=_env(workload), capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    raw = (out / workload.rows_file).read_bytes() if (out / workload.rows_file).exists() else b""
+    assert raw.endswith(b"\n") != torn or (raw == b"" and not torn), raw[-300:]
+    rows = workload.rows(out)
+    assert rows == workload.rows(ref.out)[: len(rows)]
+    workload.check_whole(out, ref.out)  # every JSON file parses, every WAV and checkpoint is the reference's
+    resumed = subprocess.run([sys.executable, "-m", "cli", *workload.argv(out, True)], cwd=REPO, env=_env(workload),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    workload.compare(out, ref.out)
+    assert not list(out.rglob("*.tmp"))
+    assert (REPAIR_MESSAGE in resumed.stderr) == torn, resumed.stderr[-2000:]
+    assert len(workload.repairs(out)) == int(torn)
 
 
 # --- the repair on its own -----------------------------------------------------------------------------------------

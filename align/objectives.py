@@ -124,18 +124,27 @@ class LambdaController:
         if not r:
             return 0.0, None
         g = 1.0 / (1.0 + math.exp(-self.gate_slope * (max(r) - self.gate_center)))
-        if len(r) < 2:
+        var = self.group_variance(rewards)
+        if var is None:
             return 0.0, g
-        mean = sum(r) / len(r)
-        var = sum((x - mean) ** 2 for x in r) / len(r)  # population variance, as the paper
         return min(max(var / self.var_scale, 0.0), 1.0), g
+
+    def group_variance(self, rewards: Sequence[float | None]) -> float | None:
+        """Population variance of a group's non-None rewards on the 1–5 scale (None below 2 rewards): what the
+        information gate v divides by ``var_scale`` before clipping."""
+        r = [self.to_judge_scale(float(x)) for x in rewards if x is not None]
+        if len(r) < 2:
+            return None
+        mean = sum(r) / len(r)
+        return sum((x - mean) ** 2 for x in r) / len(r)  # population variance, as the paper
 
     def update(self, group_rewards: Sequence[Sequence[float | None]]) -> dict[str, float]:
         """Fold one step's rollout rewards (one list per prompt) into λ; returns what to log.
 
         Returns:
-            ``lam`` (the λ to use for this step's loss), ``lam_raw``, ``v_mean`` (mean information gate over all
-            groups), ``g_mean`` (mean reward gate over the groups with a reward; NaN when none has one).
+            ``lam`` (the λ to use for this step's loss), ``lam_raw``, ``var_mean`` (mean `group_variance` over the
+            groups with 2 or more rewards; NaN when none has), ``v_mean`` (mean information gate over all groups),
+            ``g_mean`` (mean reward gate over the groups with a reward; NaN when none has one).
         """
         if len(group_rewards) == 0:
             raise ValueError("LambdaController.update needs at least one group of rewards")
@@ -149,9 +158,12 @@ class LambdaController:
             lam = self.ema * self.lam + (1.0 - self.ema) * lam_raw
         self.lam = min(max(lam, 0.0), self.lam_max)
         self.n_updates += 1
+        variances = [self.group_variance(group) for group in group_rewards]
+        variances = [v for v in variances if v is not None]
         return {
             "lam": self.lam,
             "lam_raw": lam_raw,
+            "var_mean": sum(variances) / len(variances) if variances else float("nan"),
             "v_mean": sum(v for v, _ in terms) / len(terms),
             "g_mean": sum(gates) / len(gates) if gates else float("nan"),
         }

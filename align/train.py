@@ -867,6 +867,7 @@ def _log_row(step, config, rewards, scores, adv_stats, lam_stats, lam, terms, le
     row: dict[str, Any] = {"step": step, "mode": config.mode, "reward_mean": mean, "reward_std": std,
                            "reward_none": sum(r is None for g in rewards for r in g),
                            "frac_zero_var": adv_stats.get("frac_zero_var"),
+                           "reward_group_var": lam_stats.get("var_mean"),
                            "lambda": lam, "lambda_raw": lam_stats.get("lam_raw"), "lambda_ema": lam_stats.get("lam"),
                            "gate_v": lam_stats.get("v_mean"), "gate_g": lam_stats.get("g_mean")}
     components = sorted({k for s in scores for k in s.metrics

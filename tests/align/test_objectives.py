@@ -39,6 +39,7 @@ def test_lambda_three_steps_by_hand():
     assert out["lam_raw"] == pytest.approx(0.3999818408525191, abs=1e-12)
     assert out["lam"] == pytest.approx(0.03999818408525191, abs=1e-12)
     assert out["v_mean"] == pytest.approx(0.5)
+    assert out["var_mean"] == pytest.approx(2.0)  # population variances 4 and 0 on the 1–5 scale
     assert out["g_mean"] == pytest.approx(0.7499773010656487, abs=1e-12)
     # Step 2: [2, 4, 2, 4]: Var = 1 → v = 0.25, g = σ(5); λ_raw = 0.8·0.25·σ(5) = 0.19866143;
     # λ = 0.9·0.03999818 + 0.1·0.19866143 = 0.05586451.
@@ -48,6 +49,7 @@ def test_lambda_three_steps_by_hand():
     # Step 3: [1, 1, 2, None] → R = [1, 1, 2] (None dropped, not 0): mean 4/3, population Var = 2/9 → v = 1/18,
     # g = σ(5·(2 − 3)) = σ(−5); λ_raw = 0.8/18·σ(−5) = 0.00029746; λ = 0.9·0.05586451 + 0.1·0.00029746.
     out = ctl.update([[1, 1, 2, None]])
+    assert out["var_mean"] == pytest.approx(2 / 9)
     assert out["lam_raw"] == pytest.approx(0.00029746004107932694, abs=1e-12)
     assert out["lam"] == pytest.approx(0.05030780379652486, abs=1e-12)
     assert ctl.lam == out["lam"] and ctl.n_updates == 3
@@ -90,6 +92,7 @@ def test_lambda_groups_with_one_reward_contribute_zero_but_count():
     # The lone 5 has v = 0 (no comparison) but its gate σ(10) is defined; it halves λ_raw.
     assert out["lam_raw"] == pytest.approx(0.8 * sigmoid(10.0) / 2)
     assert out["v_mean"] == pytest.approx(0.5)
+    assert out["var_mean"] == pytest.approx(4.0)  # the lone 5 has no variance: it is not averaged in as 0
     assert out["g_mean"] == pytest.approx(sigmoid(10.0))
     # None rewards are dropped, never read as 0: [1, None, 5] behaves as [1, 5].
     a, b = LambdaController(), LambdaController()

@@ -34,7 +34,16 @@ from typing import Any
 import numpy as np
 
 from evalsuite.inputs import jsonl_lines
-from rewards.audio import Audio, AudioError, AudioLimits, decode_audio, finish_audio, load_audio, to_mono
+from rewards.audio import (
+    Audio,
+    AudioError,
+    AudioLimits,
+    check_sample_rate,
+    decode_audio,
+    finish_audio,
+    load_audio,
+    to_mono,
+)
 from rewards.base import one_line
 
 DATA_SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -475,12 +484,13 @@ def _from_array(array: Any, sample_rate: Any, target_sr: int | None, limits: Aud
     if sample_rate is None:
         raise AudioError("unreadable", "an audio array without a sampling_rate")
     try:
-        data = np.asarray(array, dtype=np.float32)
-    except (TypeError, ValueError) as e:
+        # a numpy array keeps its dtype (int16 PCM is scaled by to_mono); lists from JSON are sample values
+        data = array if isinstance(array, np.ndarray) else np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as e:
         raise AudioError("unreadable", f"the audio array is not numeric: {one_line(e)}") from e
     if data.ndim == 2 and data.shape[0] < data.shape[1]:
         data = data.T  # (channels, frames), as torchcodec decodes, to (frames, channels)
-    return finish_audio(to_mono(data), int(sample_rate), target_sr, limits)
+    return finish_audio(to_mono(data), check_sample_rate(sample_rate, limits), target_sr, limits)
 
 
 def decode_audio_cell(

@@ -6,6 +6,15 @@ filtering (`scipy.signal.resample_poly`, Kaiser window), the standard band-limit
 Validation problems are `AudioError`s with a short machine-readable ``kind`` and a sentence for people; the
 runner turns them into a per-item error and goes on. Problems that still leave a usable signal (clipping) are
 warnings unless the limits say otherwise.
+
+Hostile input (random bytes, a header that claims hours, a rate of 1 Hz, 16 channels of float64 NaN) must give an
+`AudioError` or a usable signal, in bounded memory. So the header is checked (rate within
+[``min_sample_rate``, ``max_sample_rate``], length under ``max_seconds`` and ``max_samples``) before any sample is
+decoded; files are decoded in blocks and downmixed block by block (memory ~ the mono signal, whatever the channel
+count); non-finite samples and absurd levels (peak above ``max_peak``) are errors, never sanitised into a score;
+integer PCM arrays are scaled by their full scale; resampling by a ratio with huge terms (an odd rate such as
+768001 Hz) uses the nearest ratio with terms up to `MAX_RATIO_TERM`. `usable_audio`, the entry of every audio
+scorer, applies the same checks to waveforms that did not come through the loader (an align policy's speech).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from scipy.signal import resample_poly
 from rewards.base import Sample, one_line
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+MAX_RATIO_TERM = 10_000  # resampling filters grow with the ratio's terms: 44.1 -> 16 kHz is 160/441
+_BLOCK_SAMPLES = 1 << 20  # samples (frames x channels) decoded at a time
 
 
 class AudioError(ValueError):
@@ -31,7 +42,8 @@ class AudioError(ValueError):
 
     Attributes:
         kind: one of ``unreadable``, ``empty``, ``too_short``, ``too_long``, ``silent``, ``non_finite``,
-            ``clipped``, ``missing``.
+            ``clipped``, ``missing``, ``sample_rate`` (outside the limits), ``out_of_range`` (peak above
+            ``max_peak``).
     """
 
     def __init__(self, kind: str, message: str):
@@ -53,6 +65,12 @@ class AudioLimits:
         clip_level: samples at or above this absolute value count as clipped.
         clip_fraction: a clip with more than this fraction of clipped samples is "clipped".
         clipped_is_error: reject clipped clips instead of scoring them with a warning.
+        min_sample_rate: lower rates are rejected (below 4 kHz there is no speech band left to score).
+        max_sample_rate: higher rates are rejected (768 kHz is the highest any converter or format uses).
+        max_peak: a clip whose peak exceeds this absolute value is ``out_of_range`` (float files may go a little
+            over full scale; 1e30 is garbage, not loud speech).
+        max_samples: the most mono samples decoded at the file's own rate (600 s at 48 kHz, ~115 MB of float32):
+            bounds memory when the rate is high; at 48 kHz and below ``max_seconds`` binds first.
     """
 
     min_seconds: float = 0.05
@@ -61,6 +79,10 @@ class AudioLimits:
     clip_level: float = 0.999
     clip_fraction: float = 0.001
     clipped_is_error: bool = False
+    min_sample_rate: int = 4000
+    max_sample_rate: int = 768_000
+    max_peak: float = 10.0
+    max_samples: int = 28_800_000
 
 
 @dataclass
@@ -76,35 +98,61 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
-def to_mono(data: np.ndarray) -> np.ndarray:
-    """Average the channels of a (frames, channels) or (frames,) array into float32 mono."""
-    data = np.asarray(data)
+def to_mono(data: Any) -> np.ndarray:
+    """Average the channels of a (frames, channels) or (frames,) array into float32 mono.
+
+    Integer PCM is scaled by its full scale as soundfile reads it (int16: / 32768; unsigned: centred first), so an
+    adapter's int16 array is not taken for a signal 32768 times too loud. Bool, complex and non-numeric arrays are
+    `AudioError`s.
+    """
+    try:
+        data = np.asarray(data)
+    except (TypeError, ValueError) as e:
+        raise AudioError("unreadable", f"audio is not an array of numbers: {one_line(e)}") from e
+    if data.dtype.kind in "iu":
+        half = float(2 ** (8 * data.dtype.itemsize - 1))
+        data = (data.astype(np.float64) - (half if data.dtype.kind == "u" else 0.0)) / half
+    elif data.dtype.kind != "f":
+        raise AudioError("unreadable", f"audio samples must be real numbers, got dtype {data.dtype}")
     if data.ndim == 2:
-        data = data.mean(axis=1)
+        if data.shape[1] == 0:
+            raise AudioError("empty", f"audio with no channels (shape {data.shape})")
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = data.mean(axis=1, dtype=np.float64) if data.shape[1] > 1 else data[:, 0]
     elif data.ndim != 1:
         raise AudioError("unreadable", f"expected a 1-D or 2-D array, got shape {data.shape}")
-    return np.ascontiguousarray(data, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf: non_finite
+        return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def resample_ratio(orig_sr: int, target_sr: int) -> Fraction:
+    """``target_sr / orig_sr`` as the polyphase up/down factors: exact for every common rate, else (an odd rate such
+    as 768001 Hz, whose exact filter would take ~1 GB) the nearest ratio with terms up to `MAX_RATIO_TERM`, off by
+    less than 1e-7 relative: no audible or measurable change of pitch or length."""
+    ratio = Fraction(int(target_sr), int(orig_sr))
+    if max(ratio.numerator, ratio.denominator) <= MAX_RATIO_TERM:
+        return ratio
+    if ratio < 1:
+        return ratio.limit_denominator(MAX_RATIO_TERM)
+    return 1 / (1 / ratio).limit_denominator(MAX_RATIO_TERM)
 
 
 def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Band-limited polyphase resampling from ``orig_sr`` to ``target_sr`` (float32 out)."""
     if orig_sr == target_sr:
         return np.asarray(samples, dtype=np.float32)
-    ratio = Fraction(int(target_sr), int(orig_sr))
+    ratio = resample_ratio(orig_sr, target_sr)
     out = resample_poly(np.asarray(samples, dtype=np.float64), ratio.numerator, ratio.denominator)
     return out.astype(np.float32)
 
 
 def validate(samples: np.ndarray, sample_rate: int, limits: AudioLimits = AudioLimits()) -> list[str]:
     """Check a mono waveform; raise `AudioError` for unusable audio, return warnings for usable-but-flawed audio."""
-    if sample_rate is None or sample_rate <= 0:
-        raise AudioError("unreadable", f"invalid sample rate {sample_rate!r}")
+    check_sample_rate(sample_rate, limits)
     n = len(samples)
     if n == 0:
         raise AudioError("empty", "the file holds no audio samples")
-    if not np.all(np.isfinite(samples)):
-        bad = int(np.count_nonzero(~np.isfinite(samples)))
-        raise AudioError("non_finite", f"{bad} of {n} samples are NaN or infinite")
+    check_samples(samples, limits)
     duration = n / sample_rate
     if duration < limits.min_seconds:
         raise AudioError("too_short", f"{duration:.3f} s is shorter than the minimum {limits.min_seconds:g} s")
@@ -124,6 +172,48 @@ def validate(samples: np.ndarray, sample_rate: int, limits: AudioLimits = AudioL
     return warnings
 
 
+def check_sample_rate(sample_rate: Any, limits: AudioLimits = AudioLimits()) -> int:
+    """``sample_rate`` as an int if it is a whole number of Hz within the limits, else `AudioError`."""
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
+        raise AudioError("sample_rate", f"invalid sample rate {sample_rate!r}")
+    if not math.isfinite(sample_rate) or sample_rate != int(sample_rate) or sample_rate <= 0:
+        raise AudioError("sample_rate", f"invalid sample rate {sample_rate!r}")
+    rate = int(sample_rate)
+    if not limits.min_sample_rate <= rate <= limits.max_sample_rate:
+        raise AudioError("sample_rate", f"sample rate {rate} Hz is outside {limits.min_sample_rate}–"
+                                        f"{limits.max_sample_rate} Hz")
+    return rate
+
+
+def check_samples(samples: np.ndarray, limits: AudioLimits = AudioLimits()) -> None:
+    """Every sample finite and the peak within ``max_peak``, else `AudioError` (nothing is sanitised away)."""
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad = int(np.count_nonzero(~finite))
+        raise AudioError("non_finite", f"{bad} of {len(samples)} samples are NaN or infinite")
+    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
+    if peak > limits.max_peak:
+        raise AudioError("out_of_range", f"peak {peak:.3g} is beyond ±{limits.max_peak:g} (+"
+                                         f"{20 * math.log10(limits.max_peak):.0f} dBFS): not a waveform in [-1, 1]")
+
+
+def scorable(sample: Sample, limits: AudioLimits = AudioLimits()) -> tuple[np.ndarray, int]:
+    """A sample's waveform as float32 mono and its rate, checked as a scorer needs (a whole rate within the limits,
+    finite samples, peak within ``max_peak``); what did not come through `load_audio` gets the same guards.
+
+    Raises:
+        AudioError: no audio, or audio no scorer should read.
+    """
+    if sample.audio is None:
+        raise AudioError("missing", "missing input: audio")
+    rate = check_sample_rate(sample.sample_rate, limits)
+    audio = to_mono(sample.audio)
+    if len(audio) == 0:
+        raise AudioError("empty", "the audio holds no samples")
+    check_samples(audio, limits)
+    return audio, rate
+
+
 def check_duration(audio: np.ndarray, sample_rate: int, min_seconds: float, scorer: str) -> None:
     """A scorer's own minimum length (e.g. a MOS model needs enough frames)."""
     duration = len(audio) / sample_rate
@@ -141,8 +231,9 @@ def usable_audio(
         if sample.audio is None:
             problems[i] = "missing input: audio"
             continue
-        audio = at_rate(sample.audio, sample.sample_rate, sample_rate)
         try:
+            audio, rate = scorable(sample)
+            audio = at_rate(audio, rate, sample_rate)
             check_duration(audio, sample_rate, min_seconds, scorer)
         except AudioError as e:
             problems[i] = str(e)
@@ -170,20 +261,59 @@ def decode_audio(
     open_source: Callable[[], Any], label: str, target_sr: int | None = None, limits: AudioLimits = AudioLimits()
 ) -> Audio:
     """Decode what ``open_source()`` gives soundfile (a path, or a fresh file object over bytes each call) like
-    `load_audio`: the length cap is checked before decoding; ``label`` names the source in errors."""
+    `load_audio`: the header's rate and length are checked before decoding; ``label`` names the source in errors."""
     try:
         info = sf.info(open_source())
     except Exception as e:  # libsndfile raises several types for corrupt or unknown formats
-        raise AudioError("unreadable", f"cannot decode {label}: {one_line(e)}") from e
-    if info.samplerate > 0 and info.frames / info.samplerate > limits.max_seconds:
-        raise AudioError(
-            "too_long", f"{info.frames / info.samplerate:.1f} s is longer than the cap {limits.max_seconds:g} s"
-        )
+        raise AudioError("unreadable", f"cannot decode {label}: {_sf_error(e)}") from e
+    if info.channels < 1:
+        raise AudioError("unreadable", f"cannot decode {label}: {info.channels} channels")
+    check_sample_rate(info.samplerate, limits)
+    cap = _frame_cap(info.samplerate, limits)
+    if info.frames > cap:
+        raise AudioError("too_long", _too_long(info.frames, info.samplerate, limits, "its header says"))
+    samples = _read_mono(open_source, label, info, cap, limits)
+    return finish_audio(samples, info.samplerate, target_sr, limits)
+
+
+def _frame_cap(sample_rate: int, limits: AudioLimits) -> int:
+    """The most frames decoded: ``max_seconds`` at this rate, and at most ``max_samples``."""
+    return min(int(limits.max_seconds * sample_rate), limits.max_samples)
+
+
+def _too_long(frames: int, sample_rate: int, limits: AudioLimits, said: str) -> str:
+    seconds = frames / sample_rate
+    if seconds > limits.max_seconds:
+        return f"{seconds:.1f} s is longer than the cap {limits.max_seconds:g} s ({said})"
+    return (f"{frames} samples at {sample_rate} Hz are more than the {limits.max_samples} a clip may hold "
+            f"({said}); resample it to a lower rate")
+
+
+def _read_mono(open_source: Callable[[], Any], label: str, info: Any, cap: int, limits: AudioLimits) -> np.ndarray:
+    """Decode block by block, downmixing each block, never more than ``cap`` frames: memory stays ~ the mono
+    signal whatever the channel count, and a header that lies about the length cannot make us read on."""
+    block = max(1, _BLOCK_SAMPLES // info.channels)
+    parts, total = [], 0
     try:
-        data, sample_rate = sf.read(open_source(), dtype="float32", always_2d=True)
+        with sf.SoundFile(open_source()) as f:
+            while True:
+                data = f.read(min(block, cap + 1 - total), dtype="float32", always_2d=True)
+                if len(data) == 0:
+                    break
+                parts.append(to_mono(data))
+                total += len(data)
+                if total > cap:
+                    raise AudioError("too_long", _too_long(total, info.samplerate, limits, "decoded so far"))
+    except AudioError:
+        raise
     except Exception as e:
-        raise AudioError("unreadable", f"cannot decode {label}: {one_line(e)}") from e
-    return finish_audio(to_mono(data), sample_rate, target_sr, limits)
+        raise AudioError("unreadable", f"cannot decode {label}: {_sf_error(e)}") from e
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def _sf_error(error: BaseException) -> str:
+    """libsndfile's own reason, without the repr of the file object (an address that differs every run)."""
+    return one_line(Exception(getattr(error, "error_string", None) or error))
 
 
 def finish_audio(samples: np.ndarray, sample_rate: int, target_sr: int | None = None,

@@ -38,9 +38,22 @@ aggregated and ``error`` says how many failed. A refused key, a missing model or
 is no item's fault: it raises `JudgeUnavailableError` and stops the run.
 
 Requests run in a thread pool (``concurrency`` in flight at most, across all items, orders and samples of a
-batch). Transient failures (HTTP 408/409/425/429/5xx, timeouts, dropped connections, malformed JSON) are retried
-``max_retries`` times with exponential backoff and full jitter, honouring ``Retry-After``; an answer that does not
-parse is asked again ``parse_retries`` times. ``timeout_s`` is the socket timeout of one request.
+batch). Transient failures (HTTP 408/409/425/429/5xx, timeouts, dropped connections, malformed JSON, a reply with no
+choices) are retried ``max_retries`` times with exponential backoff and full jitter, honouring ``Retry-After``; an
+answer that does not parse is asked again ``parse_retries`` times. ``timeout_s`` bounds one request: each socket
+operation, and the whole answer from sending the request to its last byte (a server that trickles its body is cut
+off). So a run ends in bounded time whatever the server does: at most (max_retries + 1) × (parse_retries + 1)
+attempts per request, each at most about timeout_s plus a backoff of at most backoff_cap_s.
+
+Adaptive concurrency (``adaptive_concurrency``, on by default): the number of requests allowed in flight starts at
+``concurrency`` and follows the server's overload signals, as TCP does: an HTTP 429 or 503 halves it (once per
+window: answers to requests sent before the last cut do not cut again), down to 1; each answer that is not an
+overload signal adds 1/limit (so about one more request per round of answers), back up to ``concurrency``. An
+overload answer also holds back every new request of the scorer, not only the retry of the request that got it
+(the server speaks about the client): until its ``Retry-After`` when it has one, else for a pause that doubles with
+each overload answer in a row (backoff_base_s, 2×, 4×, ... up to backoff_cap_s, with jitter) and ends with the
+first good answer. Without that pause, a server that answers 429 at once would get one request after another even
+at one in flight.
 
 Cache: one JSON file per request under ``cache_dir`` (``<key[:2]>/<key>.json``, written atomically), holding the
 judge's raw answer. The key is the sha256 of backend, endpoint host and path, model, rubric name and hash,
@@ -130,7 +143,9 @@ class JudgeConfig:
         n: judge samples per item (and per order, for pairwise).
         aggregate: ``mean`` or ``majority`` over the n samples.
         concurrency: requests in flight at most.
-        timeout_s: socket timeout of one request.
+        adaptive_concurrency: lower the requests in flight when the server answers 429/503 (halved per window,
+            Retry-After respected by every request), raise them again as it recovers (see the module docstring).
+        timeout_s: limit on each socket operation of a request and on its whole answer (headers to last byte).
         max_retries: retries of a request after a transient failure (429, 5xx, timeout, connection, bad JSON).
         backoff_base_s: first backoff; attempt a waits up to min(cap, base * 2**a), with full jitter.
         backoff_cap_s: longest wait between attempts (also caps Retry-After).
@@ -155,6 +170,7 @@ class JudgeConfig:
     n: int = 1
     aggregate: str = "mean"
     concurrency: int = 8
+    adaptive_concurrency: bool = True
     timeout_s: float = 60.0
     max_retries: int = 5
     backoff_base_s: float = 1.0
@@ -293,6 +309,22 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
+def _read_until(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The whole body of ``response``, read as it arrives; a TimeoutError once ``deadline`` (monotonic) passes,
+    so a server that trickles its answer cannot hold a request for longer than the timeout."""
+    chunks = []
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer did not arrive in time")
+        chunk = response.read1(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    if response.length:  # the server closed the connection before sending what Content-Length promised
+        raise http.client.IncompleteRead(b"".join(chunks), response.length)
+    return b"".join(chunks)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect would resend the Authorization header to wherever it points: refuse it instead."""
 
@@ -301,9 +333,71 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, overloaded: bool = False):
         super().__init__(reason)
         self.retry_after = retry_after
+        self.overloaded = overloaded  # HTTP 429 / 503: the server asks for fewer requests
+
+
+_OVERLOAD_STATUS = frozenset({429, 503})
+
+
+class _AdaptiveLimit:
+    """The requests allowed in flight: additive increase, multiplicative decrease on the server's overload signals.
+
+    ``limit`` starts at ``ceiling``; an overload answer halves it (down to 1) unless its request was sent before the
+    last cut (those answers describe the old limit, and would otherwise collapse it in one burst); every other answer
+    adds 1 / limit, up to ``ceiling``. An overload answer also pauses every new request: until its Retry-After, else
+    for min(cap, base · 2^(k−1)) × U(0.5, 1) after the k-th overload answer in a row. ``adaptive=False`` keeps the
+    limit at ``ceiling`` and never pauses (each retry still backs off on its own).
+    """
+
+    def __init__(self, ceiling: int, adaptive: bool = True, base_s: float = 1.0, cap_s: float = 30.0):
+        self.ceiling = ceiling
+        self.adaptive = adaptive
+        self.base_s, self.cap_s = base_s, cap_s
+        self.limit = float(ceiling)
+        self.inflight = 0
+        self.max_inflight = 0
+        self.min_limit = float(ceiling)
+        self.cuts = 0  # how many times the limit was halved
+        self.overloads = 0  # overload answers seen
+        self._streak = 0  # overload answers since the last good one
+        self._resume_at = 0.0  # time.monotonic() before which no request starts
+        self._cond = threading.Condition()
+
+    def acquire(self) -> int:
+        """Wait for a free slot and for the end of any pause; returns the window the request is sent in."""
+        with self._cond:
+            while True:
+                wait = self._resume_at - time.monotonic()
+                if wait <= 0 and self.inflight < max(1, int(self.limit)):
+                    break
+                self._cond.wait(timeout=wait if wait > 0 else None)
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+            return self.cuts
+
+    def release(self, window: int, overloaded: bool = False, retry_after: float | None = None) -> None:
+        """The request sent in ``window`` is answered; ``overloaded``: by a 429/503 (with its Retry-After)."""
+        with self._cond:
+            self.inflight -= 1
+            if self.adaptive and overloaded:
+                self.overloads += 1
+                self._streak += 1
+                if window == self.cuts:
+                    self.limit = max(1.0, self.limit / 2)
+                    self.min_limit = min(self.min_limit, self.limit)
+                    self.cuts += 1
+                if retry_after is not None:
+                    pause = min(retry_after, self.cap_s)
+                else:
+                    pause = min(self.cap_s, self.base_s * 2 ** (self._streak - 1)) * random.uniform(0.5, 1.0)
+                self._resume_at = max(self._resume_at, time.monotonic() + pause)
+            elif self.adaptive:
+                self._streak = 0
+                self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+            self._cond.notify_all()
 
 
 class _Permanent(Exception):
@@ -390,6 +484,9 @@ class JudgeScorer:
         self._lock = threading.Lock()
         self._abort: str | None = None
         self._hf: Any = None  # the loaded HFChatModel (backend hf)
+        # shared by every score() call of this scorer: the server's load outlives one batch
+        self._limit = _AdaptiveLimit(self.config.concurrency, self.config.adaptive_concurrency,
+                                     self.config.backoff_base_s, self.config.backoff_cap_s)
 
     # -- setup and metadata ------------------------------------------------------------------------------------
     def _key(self) -> str | None:
@@ -637,7 +734,7 @@ class JudgeScorer:
             if self._abort is not None:
                 raise _Fatal(self._abort)
             try:
-                raw = self._scrub(self._post(body))
+                raw = self._scrub(self._send(body))
             except _Transient as e:
                 if transient >= cfg.max_retries:
                     return _Answer(None, raw, f"judge request failed after {transient + 1} attempts: {e}")
@@ -684,6 +781,20 @@ class JudgeScorer:
         key = self._key()
         return text.replace(key, "[redacted]") if key else text
 
+    def _send(self, body: bytes) -> str:
+        """`_post` within the adaptive limit of requests in flight, which the outcome then adjusts."""
+        window = self._limit.acquire()
+        try:
+            text = self._post(body)
+        except _Transient as e:
+            self._limit.release(window, e.overloaded, e.retry_after)
+            raise
+        except BaseException:
+            self._limit.release(window)
+            raise
+        self._limit.release(window)
+        return text
+
     def _post(self, body: bytes) -> str:
         """POST one chat completion; the answer's text, or a _Transient / _Permanent / _Fatal error."""
         headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "wavalign-judge"}
@@ -691,9 +802,10 @@ class JudgeScorer:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(self._url, data=body, headers=headers, method="POST")
+        deadline = time.monotonic() + self.config.timeout_s
         try:
             with self._opener.open(request, timeout=self.config.timeout_s) as response:
-                data = response.read()
+                data = _read_until(response, deadline)
         except urllib.error.HTTPError as e:
             raise self._http_error(e) from None
         except TimeoutError as e:
@@ -707,10 +819,12 @@ class JudgeScorer:
             raise _Transient(f"connection error: {type(e).__name__}: {self._scrub(one_line(e))}") from e
         try:
             reply = json.loads(data)
-            choice = reply["choices"][0]
-            content = choice["message"].get("content")
+            choices = reply["choices"]
+            if not choices:
+                raise _Transient("malformed response: no choices")
+            content = choices[0]["message"].get("content")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise _Transient(f"malformed response: {self._scrub(one_line(e))}") from e
+            raise _Transient(f"malformed response: {type(e).__name__}: {self._scrub(one_line(e))[:200]}") from e
         served = reply.get("model") if isinstance(reply, dict) else None
         if isinstance(served, str) and served:
             with self._lock:
@@ -732,7 +846,7 @@ class JudgeScorer:
                     404: "check model and base_url"}.get(e.code, "redirects are not followed; fix base_url")
             return _Fatal(f"judge endpoint {public_url(self.config.base_url)} refused: {message} ({hint})")
         if e.code in _RETRYABLE_STATUS or e.code >= 500:
-            return _Transient(message, _retry_after(e.headers))
+            return _Transient(message, _retry_after(e.headers), overloaded=e.code in _OVERLOAD_STATUS)
         return _Permanent(message)
 
     def _combine(self, pairs: list[tuple[_Request, _Answer]], sample: Sample) -> Score:

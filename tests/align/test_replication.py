@@ -17,16 +17,30 @@ SCRIPT = REPO / "benchmarks" / "replication" / "run.py"
 @pytest.mark.slow
 def test_replication_runner_on_the_tiny_policy(tmp_path):
     cmd = [sys.executable, str(SCRIPT), "--config", "tiny", "--out", str(tmp_path), "--modes", "wavalign", "po-all",
-           "--steps", "2", "--warmstart-steps", "3", "--limit", "2", "--jobs", "2", "--set", "kl_every=1"]
+           "--steps", "2", "--seeds", "0", "--warmstart-steps", "3", "--limit", "2", "--jobs", "2",
+           "--set", "kl_every=1"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert list(summary["rows"]) == ["warm start (before)", "wavalign", "po-all"]
-    for name, row in summary["rows"].items():
-        assert row["n"] == 2 and row["finished"] is not None, name
-    assert summary["rows"]["po-all"]["steps"] == 2 and summary["rows"]["wavalign"]["reward_last"] is not None
+    rows = summary["rows"]
+    assert list(rows) == ["warm start (before)", "wavalign", "po-all"]
+    for name, row in rows.items():
+        assert row["n"]["mean"] == 2 and row["finished"]["mean"] is not None, name
+    # one seed: a mean without a standard error, the per-seed value kept beside it
+    assert rows["po-all"]["steps"] == {"mean": 2, "se": None, "n": 1}
+    assert rows["wavalign"]["reward_last"]["mean"] == rows["wavalign"]["per_seed"]["0"]["reward_last"] is not None
+    assert rows["wavalign"]["group_var"]["mean"] is not None and rows["wavalign"]["gate_v"]["mean"] is not None
+    # claim A compares wavalign with po-all on the held-out items both scored; one seed cannot decide it
+    compared = {c["metric"]: c for c in summary["comparisons"]}
+    assert set(compared) == {"asr_wer", "expressiveness", "iq_speech_all"}
+    iq = compared["iq_speech_all"]
+    assert iq["seeds"] == 1 and iq["items"] == 2 and iq["low"] is None
+    means = {mode: rows[mode]["iq_speech_all"]["mean"] for mode in ("wavalign", "po-all")}
+    assert iq["diff"] == pytest.approx(means["wavalign"] - means["po-all"])  # every item in both: diff of means
+    assert iq["outcome"] == "undecided (fewer than 2 seeds)"
+    assert summary["claims"] == [{"claim": compared["asr_wer"]["claim"], "outcome": "not decided"}]
     table = (tmp_path / "summary.md").read_text()
-    assert len(table.strip().splitlines()) == 5 and "| po-all |" in table  # header, rule, three rows
+    assert "| po-all |" in table and "wavalign vs po-all" in table and "**not decided**" in table
     assert (tmp_path / "curves.png").stat().st_size > 5000
     # the runs started from the warm start's weights: the KL reference is the warm start, so step 1 has KL 0
     # (measured every step here: kl_every=1; by default KL is measured every 10 steps and at the last)

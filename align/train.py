@@ -601,11 +601,8 @@ def _save_rollouts(folder: Path, step: int, policy, batch, groups, samples, scor
                           "text": traj.text, "audio": audio_path, "transcript": transcript,
                           "reward": score.value, "components": components,
                           "advantage": None if a is None else float(a), "error": error})
-    tmp = folder / f"{name}.jsonl.tmp"
-    with tmp.open("w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
-    tmp.replace(folder / f"{name}.jsonl")
+    write_atomic(folder / f"{name}.jsonl",
+                 "".join(json.dumps(line, ensure_ascii=False, default=str) + "\n" for line in lines).encode("utf-8"))
     log(f"step {step}: {len(lines)} rollouts saved for the report in {folder / name}")
 
 
@@ -1096,7 +1093,7 @@ def _plot(log_csv: Path, png: Path) -> None:
         if drawn:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(str(png), dpi=100)
+    write_atomic(png, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 __all__ = ["AlignConfig", "MODES", "load_config", "train"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import math
 import os
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from evalsuite.results import write_atomic
 
 RESULTS_JSON = "results.json"
 RESULTS_FORMAT = "wavalign.eval/1"
@@ -407,13 +410,12 @@ def _suites(runs: Sequence[Run], given: Mapping[str, Sequence[str]] | None) -> d
 
 def write_csv(board: Leaderboard, path: Path) -> None:
     """Values exactly as reported (overalls rounded to 4 decimals); an empty cell is a missing result."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(board.header)
-        for row in board.rows:
-            writer.writerow(["" if row.get(c) is None else row[c] for c in board.header])
-    tmp.replace(path)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(board.header)
+    for row in board.rows:
+        writer.writerow(["" if row.get(c) is None else row[c] for c in board.header])
+    write_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
 def write_markdown(board: Leaderboard, path: Path) -> None:
@@ -447,7 +449,7 @@ def write_markdown(board: Leaderboard, path: Path) -> None:
                 cells.append(f"{value:.2f} ± {stderr:.2f}")
         cells.append(_md_escape((row[INCOMPLETE_COLUMN] or "").replace(";", ", ")))
         lines.append("| " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def _md_escape(text: str) -> str:
@@ -497,4 +499,4 @@ def write_png(board: Leaderboard, path: Path) -> None:
     ax.set_title(f"wavalign leaderboard, ranked by {board.ranked_by}")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))

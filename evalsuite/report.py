@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalsuite.results import write_atomic
+
 REPORT_HTML = "report.html"
 EMBED_WARN_BYTES = 25 * 2**20  # above this much inlined audio --embed warns: browsers get slow with huge pages
 LONG_TEXT = 2000  # characters of a text shown in full; longer ones are cut and marked
@@ -940,9 +942,7 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path, *, embed: b
         title = "wavalign report: " + ", ".join(dict.fromkeys(n for n in names if n))
     output.parent.mkdir(parents=True, exist_ok=True)
     html = render(report, title)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(output)
+    write_atomic(output, html.encode("utf-8"))
     return report
 
 

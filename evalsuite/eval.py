@@ -720,6 +720,9 @@ def _results(benchmark: Benchmark, settings: dict[str, Any], metrics_plan: Seque
         "n_items_with_errors": with_errors,
         # per scorer, the items it does not apply to (speech scorers on text-only answers): not errors
         "n_not_applicable": {p: sum(1 for r in rows if r.get(f"{p}.not_applicable")) for p in prefixes},
+        # per judge, the items whose judged text addressed the judge (a flag; the score is the judge's)
+        "n_injection_suspected": {p: sum(1 for r in rows if r.get(f"{p}.injection_suspected") is True)
+                                  for p in prefixes if any(f"{p}.injection_suspected" in r for r in rows)},
         "complete": len(rows) == len(ids),
         "columns": column_stats(rows, [c for c in _columns(rows, prefixes)
                                        if c.split(".", 1)[0] in prefixes or c == "response.seconds"]),

@@ -171,6 +171,9 @@ def score_items(
         "n_items_with_errors": sum(1 for r in all_rows if any(r.get(f"{n}.error") for n in names)
                                    or r.get("audio.error")),
         "metrics": column_stats(all_rows, cols),
+        # per judge, the items whose judged text addressed the judge (a flag; the score is the judge's)
+        "n_injection_suspected": {n: sum(1 for r in all_rows if r.get(f"{n}.injection_suspected") is True)
+                                  for n in names if any(f"{n}.injection_suspected" in r for r in all_rows)},
         "settings": final_settings,
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 3),

@@ -103,9 +103,10 @@ class HFChatModel:
 
     def generate(self, messages_batch: list[list[dict[str, Any]]], temperature: float = 0.0,
                  top_p: float | None = None, seed: int | None | list[int | None] = None,
-                 max_new_tokens: int = 512, n: int = 1) -> list[list[str]]:
+                 max_new_tokens: int = 512, n: int = 1, prefix: str = "") -> list[list[str]]:
         """``n`` replies per conversation (row k of a conversation samples with seed + k; ``seed`` may be one per
-        conversation). Greedy when ``temperature == 0`` (then the n replies are identical)."""
+        conversation). Greedy when ``temperature == 0`` (then the n replies are identical). ``prefix``: the start
+        of every reply, written for the model after the generation prompt (a prefill); each reply begins with it."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -116,7 +117,7 @@ class HFChatModel:
             raise ValueError("seed must be one int/None or one per conversation")
         texts, row_seeds = [], []
         for messages, s in zip(messages_batch, seeds):
-            text = self.render(messages)
+            text = self.render(messages) + prefix
             for k in range(n):
                 texts.append(text)
                 row_seeds.append(None if s is None else s + k)
@@ -134,6 +135,7 @@ class HFChatModel:
                 out = self.model.generate(**enc, generation_config=config, logits_processor=processors)
         new = out[:, enc["input_ids"].shape[1]:]
         replies = tok.batch_decode(new, skip_special_tokens=True)
+        replies = [prefix + r for r in replies]
         return [replies[i * n:(i + 1) * n] for i in range(len(messages_batch))]
 
 

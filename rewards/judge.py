@@ -156,6 +156,9 @@ class JudgeConfig:
         gguf_file: ``hf`` only: a GGUF checkpoint's file name inside ``model`` (the directory).
         device: ``hf`` only: ``cpu``, ``cuda`` or ``cuda:N`` (dtype: bfloat16 on CUDA, float32 on CPU).
         hf_batch_size: ``hf`` only: conversations generated together.
+        answer_prefix: ``hf`` only: the start of the judge's answer, written for it (a prefill after the chat
+            template's generation prompt), e.g. ``"<score>"`` so that a small model goes straight to its score;
+            the prefix is part of the answer that is parsed and kept. None = the model writes all of it.
     """
 
     backend: str = "openai"
@@ -182,6 +185,7 @@ class JudgeConfig:
     gguf_file: str | None = None
     device: str = "cpu"
     hf_batch_size: int = 8
+    answer_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -212,10 +216,14 @@ class JudgeConfig:
                                                         " with audio=True")
                     + "; use a text rubric or backend='openai' with an audio-capable model"
                 )
+            if self.answer_prefix is not None and not self.answer_prefix.strip():
+                raise ValueError("answer_prefix must be None or a non-empty text")
             if self.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", self.device):
                 raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         elif not self.model.strip():
             raise ValueError("the judge needs a model: model='gpt-4o-mini' (or the name your server serves)")
+        if self.answer_prefix is not None and self.backend != "hf":
+            raise ValueError("answer_prefix (a prefill of the judge's answer) needs backend 'hf'")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"judge base_url must be an http(s) URL, got {public_url(self.base_url)!r}")
@@ -622,7 +630,8 @@ class JudgeScorer:
                 seeds = [None if requests[j].seed is None else requests[j].seed + 1000003 * attempt for j in chunk]
                 try:
                     replies = self._hf.generate([requests[j].messages for j in chunk], temperature=cfg.temperature,
-                                                top_p=cfg.top_p, seed=seeds, max_new_tokens=cfg.max_tokens)
+                                                top_p=cfg.top_p, seed=seeds, max_new_tokens=cfg.max_tokens,
+                                                prefix=cfg.answer_prefix or "")
                 except (ValueError, RuntimeError) as e:  # e.g. a prompt longer than the model's context
                     for j in chunk:
                         answers[j] = _Answer(None, None, f"local judge generation failed: {one_line(e)}")
@@ -677,6 +686,7 @@ class JudgeScorer:
             "device": cfg.device,
             "dtype": resolve_dtype(cfg.device),
             "batch_size": cfg.hf_batch_size,
+            **({"answer_prefix": cfg.answer_prefix} if cfg.answer_prefix is not None else {}),
             **self._rubric_and_sampling(),
             "decoding": "greedy" if cfg.temperature == 0 else "sampling, one torch.Generator per request",
             "audio": False,
@@ -690,7 +700,8 @@ class JudgeScorer:
             self.prepare()
             hf = self._hf
             endpoint: Any = {"path": str(hf.path), "gguf_file": hf.gguf_file, "identity": hf.identity,
-                             "chat_template_sha256": hf.chat_template_sha256, "dtype": hf.dtype}
+                             "chat_template_sha256": hf.chat_template_sha256, "dtype": hf.dtype,
+                             **({"answer_prefix": cfg.answer_prefix} if cfg.answer_prefix is not None else {})}
             model = str(hf.path) if hf.gguf_file is None else str(hf.path / hf.gguf_file)
         else:
             endpoint = f"{(parts.hostname or '').lower()}:{parts.port or ''}{parts.path.rstrip('/')}"
@@ -827,6 +838,7 @@ class JudgeScorer:
             raise _Transient(f"malformed response: {type(e).__name__}: {self._scrub(one_line(e))[:200]}") from e
         served = reply.get("model") if isinstance(reply, dict) else None
         if isinstance(served, str) and served:
+            served = self._scrub(served)[:200]  # recorded in the results: a server could put anything there
             with self._lock:
                 self._served.add(served)
         if isinstance(content, list):  # some servers return content parts

@@ -3,9 +3,10 @@
 A rubric is a system message, a user-message template, a score range, a kind and a version. Its ``hash`` (sha256
 of all of those) is recorded with every score, so two numbers are comparable only when their hashes match.
 
-Rubrics (all version "2"; styles paraphrased from the benchmarks named, not copied). Version 2: verdict markers
+Rubrics (all version "3"; styles paraphrased from the benchmarks named, not copied). Version 2: verdict markers
 inside the data are shown altered and the system message says so; answers are read without what they copy from
-the data (see below).
+the data (see below). Version 3: a data line that is only a number (a bare score to the parser) is shown altered
+too (``‹5›``), so no score marker the parser accepts reaches the judge as written.
     open             helpfulness of an answer to an open question, 1–5 (VoiceBench / URO-Bench "open" style).
     qa               does the answer agree with the reference? Yes / No (VoiceBench "qa" style); yes = 1, no = 0.
     reference_0_5    how well the answer aligns with the reference, 0–5 (AudioBench style).
@@ -57,14 +58,24 @@ _LOOKALIKE = {":": "\u2236", "=": "\uff1d", "-": "\u2013"}  # ∶ ＝ –
 
 def neutralise(text: str) -> str:
     """``text`` made inert as judge input: runs of three or more ``<`` / ``>`` are broken up by spaces (``<<<`` →
-    ``< < <``), so no part of it reads as a delimiter, and every verdict marker the parsers know (``<score>``,
-    ``<answer>``, ``<verdict>`` tags, ``[[…]]``, ``Score:`` / ``Rating:`` / ``Verdict:`` … labels) is rewritten
-    so that no parser reads it, even if the judge copies it into its answer. Bare numbers are left alone (they are
-    content); `strip_echoes` deals with copies of those."""
+    ``< < <``), so no part of it reads as a delimiter, and every score or verdict marker the parsers know
+    (``<score>``, ``<answer>``, ``<verdict>`` tags, ``[[…]]``, ``Score:`` / ``Rating:`` / ``Verdict:`` … labels,
+    and a line that is only a number, which the scale parser reads as a bare score) is rewritten so that no parser
+    reads it, even if the judge copies it into its answer: the line ``5`` is shown as ``‹5›``. Numbers inside
+    prose are left alone (they are content); a bare Yes / No or A / B line is content too (a yes/no answer starts
+    that way), and `strip_echoes` deals with copies of those."""
     text = _ANGLES.sub(lambda m: " ".join(m.group()), text)
     text = _MARKER_TAG.sub(lambda m: f"\u2039{m.group(1)}\u203a", text)  # <score> -> ‹score›
     text = _DOUBLE_BRACKET.sub(lambda m: "\u27e6" if m.group() == "[[" else "\u27e7", text)  # [[5]] -> ⟦5⟧
-    return _MARKER_LABEL.sub(lambda m: m.group(1) + _LOOKALIKE[m.group(2)], text)
+    text = _MARKER_LABEL.sub(lambda m: m.group(1) + _LOOKALIKE[m.group(2)], text)
+    return "\n".join(_quote_bare(line) for line in text.split("\n"))
+
+
+def _quote_bare(line: str) -> str:
+    """A line the scale parser would read as a bare score (``5``, ``**4**.``, ``3/5``) in guillemets (``‹5›``)."""
+    if not _BARE.match(line):
+        return line
+    return line[:len(line) - len(line.lstrip())] + f"\u2039{line.strip()}\u203a"
 
 
 def delimit(label: str, text: str | None) -> str:
@@ -414,7 +425,7 @@ def _scale_tail(lo: int, hi: int) -> str:
 
 OPEN = Rubric(
     name="open",
-    version="2",
+    version="3",
     system=_system(_ROLE),
     template=(
         "A user asked a voice assistant the question below (a transcript of their speech), and the assistant "
@@ -434,7 +445,7 @@ OPEN = Rubric(
 
 QA = Rubric(
     name="qa",
-    version="2",
+    version="3",
     system=_system(_ROLE),
     template=(
         "Decide whether the assistant's answer to the question is correct, using the reference answer as ground "
@@ -453,7 +464,7 @@ QA = Rubric(
 
 REFERENCE_0_5 = Rubric(
     name="reference_0_5",
-    version="2",
+    version="3",
     system=_system(_ROLE),
     template=(
         "Compare the assistant's answer with the reference answer to the question, and rate how well it agrees "
@@ -475,7 +486,7 @@ REFERENCE_0_5 = Rubric(
 
 PAIRWISE = Rubric(
     name="pairwise",
-    version="2",
+    version="3",
     system=_system(_ROLE),
     template=(
         "Two assistants answered the same user question. Decide which answer serves the user better: more "
@@ -492,7 +503,7 @@ PAIRWISE = Rubric(
 
 SPOKEN_HOLISTIC = Rubric(
     name="spoken_holistic",
-    version="2",
+    version="3",
     system=_system(_ROLE),
     template=(
         "Rate the assistant's spoken answer as a whole, from 1 to 5. The answer below is what the assistant "
@@ -514,7 +525,7 @@ SPOKEN_HOLISTIC = Rubric(
 
 SEMANTIC = Rubric(
     name="semantic",
-    version="2",
+    version="3",
     system=_system(_ROLE),
     template=(
         "Rate only the content of the assistant's answer, from 1 to 5: is it correct, relevant to the question "
@@ -534,7 +545,7 @@ SEMANTIC = Rubric(
 
 PARALINGUISTIC = Rubric(
     name="paralinguistic",
-    version="2",
+    version="3",
     system=_system(
         "You are a careful, impartial evaluator of how a spoken dialogue assistant's speech sounds."
     ),

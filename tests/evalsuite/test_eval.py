@@ -93,7 +93,11 @@ def test_run_writes_rows_metrics_and_response_audio(tmp_path):
     assert res["format"] == "wavalign.eval/1" and res["complete"] and res["n_items_with_errors"] == 0
     assert res["metrics"]["accuracy"]["value"] == pytest.approx(80.0)
     assert res["metrics"]["accuracy"]["n"] == 5 and res["metrics"]["accuracy"]["n_failed"] == 0
-    assert res["metrics"]["length"] == pytest.approx(res["metrics"]["length"]) and res["metrics"]["length"]["n"] == 3
+    # length: the mean word count of the qa items' answers, counted here from the rows' own texts
+    qa_words = [len(r["response.text"].split()) for r in rows if r["meta"]["category"] == "qa"]
+    assert qa_words == [7, 7, 7]
+    assert res["metrics"]["length"]["value"] == pytest.approx(sum(qa_words) / len(qa_words))
+    assert res["metrics"]["length"]["n"] == 3 and res["metrics"]["length"]["n_failed"] == 0
     assert res["benchmark"]["definition_sha256"] and res["environment"]["packages"]
     assert res["model"]["name"] == "echo" and res["primary"] == "accuracy"
     assert result.all_scored

@@ -246,7 +246,8 @@ def test_rubric_library():
     assert set(RUBRICS) == {"open", "qa", "reference_0_5", "pairwise", "spoken_holistic", "semantic",
                             "paralinguistic"}
     for rubric in RUBRICS.values():
-        assert rubric.version == "2"  # 2: markers in the data shown altered, copies of the data not read
+        assert rubric.version == "3"  # 2: markers in the data shown altered, copies of the data not read; 3: bare
+        # number lines in the data shown altered too
         assert "untrusted" in rubric.system and "instructions" in rubric.system
         assert len(rubric.hash) == 64
         assert rubric.render("q", "r", "ref", "rb")  # every template renders
@@ -255,19 +256,19 @@ def test_rubric_library():
     assert RUBRICS["paralinguistic"].needs_audio and RUBRICS["paralinguistic"].requires == {"audio"}
     changed = replace(RUBRICS["open"], template=RUBRICS["open"].template + " ")
     assert changed.hash != RUBRICS["open"].hash
-    assert replace(RUBRICS["open"], version="3").hash != RUBRICS["open"].hash
+    assert replace(RUBRICS["open"], version="4").hash != RUBRICS["open"].hash
     assert replace(RUBRICS["open"], description="other words").hash == RUBRICS["open"].hash
 
 
 # Recorded with every score; a change here must come with a version bump (and makes old numbers incomparable).
 RUBRIC_HASHES = {
-    "open": "83b70cc274f035257047dc851cc9ba2b2ee1712e9730e6292fd4c1e3861ef7b8",
-    "qa": "4384398e39da18c4dcdda515cc4c482ebac327100aa5a9cd61b6f848c170eb44",
-    "reference_0_5": "49456c2b7fd4979f5f5fd5a8e0baa0a17360d522fe8145b312349b4637165848",
-    "pairwise": "a99f47c74fe3670dfab4aa77092328d0532e364ea4d249bfffc4da0006c3d44e",
-    "spoken_holistic": "4b08230b143bd27faa88529d2cd74a4ed92d80d3e5a54f8adb6b2cb8d5239027",
-    "semantic": "43d1c8207f5215c463bf168afa1e8d0590b0e8be0f485ff71e0c16ffcc100276",
-    "paralinguistic": "e0e269f9fb709433f9f3a75cc9fa2b8beb1be96dd2a1a298276ddbe0826630b9",
+    "open": "3ba937ab150d5d725c510ea47f3c0699e432e8b2632d63df3810a86fbfd8b3d2",
+    "qa": "615a0ed1148cb17e20c6f0d145d2d6c68b9484114f2c00ba73126d82f00d02f5",
+    "reference_0_5": "4cbcd16534103ef5b7d19f6a2c595aed6925896fd3ec381863c792cafffd36ae",
+    "pairwise": "1f9bb0175bda966023349c58f3b6016b73f4d0ae86e742f80aad0c64fdbe4d48",
+    "spoken_holistic": "5ff7a2acbda5d5b390f30fb76674eca4ce63951e4140fd99aa30cec48fb34e5b",
+    "semantic": "affb05af5a8383954e6be152f56908dadc044d3f50305bee52a6ba286435b47d",
+    "paralinguistic": "bb7b1dacb97de82a0130da262a3d2759e11dcc2d2597f02c18bac8afd971d093",
 }
 
 
@@ -454,7 +455,7 @@ def test_info_records_settings_but_not_the_key(server):
     assert info["name"] == "judge" and info["higher_is_better"] is True
     assert info["requires"] == ["prompt", "reference", "text"]
     assert (s["model"], s["rubric"], s["rubric_version"], s["rubric_hash"]) == (
-        "judge-test", "qa", "2", RUBRICS["qa"].hash)
+        "judge-test", "qa", "3", RUBRICS["qa"].hash)
     assert (s["temperature"], s["top_p"], s["seed"], s["n"], s["aggregate"]) == (0.3, 0.9, 7, 3, "majority")
     assert s["base_url"] == server.url and s["model_id"] == "judge-test-2025"
     no_secret(info)

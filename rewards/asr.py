@@ -20,6 +20,12 @@ Backends:
                     downloaded to ~/.cache/whisper on a machine with internet) or a local ``.pt`` checkpoint,
                     e.g. one made from a CTranslate2 model by ``wavalign convert-whisper``.
 
+Languages: each item is transcribed in its own language (``meta["language"]``, else the config's), in both decoding
+modes. Codes are ISO 639-1 as Whisper knows them (a region is dropped: ``zh-CN`` → ``zh``). An English-only model
+(``*.en``, such as the packaged tiny.en) fails an item in another language with "model tiny.en is English-only"
+instead of writing an English transcript that would be scored as that language; an unknown code fails its item too.
+``language=None`` lets a multilingual model detect it.
+
 Decoding modes:
     sequential      each utterance through the backend's own ``transcribe`` (long-form seeking, temperature
                     fallback): the reference behaviour, what VoiceBench / URO-Bench scripts get.
@@ -229,10 +235,14 @@ class AsrScorer:
         results: list[Transcript | None] = [None] * len(audios)
         pending = list(range(len(audios)))
         if cfg.decode == "batched":
-            short = [i for i in pending if len(audios[i]) <= 30 * SAMPLE_RATE]
+            # a multilingual model's item without a language is detected by `transcribe`, in sequential mode
+            english_only = _english_only(loaded.model)
+            short = [i for i in pending if len(audios[i]) <= 30 * SAMPLE_RATE
+                     and (english_only or languages[i] is not None)]
             for start in range(0, len(short), cfg.batch_size):
                 chunk = short[start : start + cfg.batch_size]
-                for i, transcript in zip(chunk, self._faster_batched(loaded.model, [audios[i] for i in chunk])):
+                decoded = self._faster_batched(loaded.model, [audios[i] for i in chunk], [languages[i] for i in chunk])
+                for i, transcript in zip(chunk, decoded):
                     results[i] = transcript
             pending = [i for i in pending if results[i] is None]
         for i in pending:
@@ -243,7 +253,7 @@ class AsrScorer:
         cfg = self.config
         segments, _ = model.transcribe(
             audio,
-            language=None if _english_only(model) else language,
+            language=None if _english_only(model) else language,  # items in other languages failed before
             beam_size=cfg.beam_size,
             word_timestamps=cfg.word_timestamps,
         )
@@ -258,8 +268,10 @@ class AsrScorer:
             ]
         return Transcript(text, words)
 
-    def _faster_batched(self, model, audios: Sequence[np.ndarray]) -> list[Transcript]:
-        """Several ≤30 s utterances through one encoder call and one batched beam search."""
+    def _faster_batched(self, model, audios: Sequence[np.ndarray], languages: Sequence[str | None]
+                        ) -> list[Transcript]:
+        """Several ≤30 s utterances through one encoder call and one batched beam search, each prompted with its own
+        language (None: detected per item from the encoder output, as ``transcribe`` does)."""
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -269,13 +281,14 @@ class AsrScorer:
         tokenizer = model.hf_tokenizer
         sot = tokenizer.token_to_id("<|startoftranscript|>")
         no_ts = tokenizer.token_to_id("<|notimestamps|>")
-        prompt = [sot, no_ts] if _english_only(model) else [
-            sot, tokenizer.token_to_id(f"<|{self.config.language or 'en'}|>"),
-            tokenizer.token_to_id("<|transcribe|>"), no_ts,
-        ]
+        if _english_only(model):
+            prompts = [[sot, no_ts]] * len(audios)
+        else:
+            transcribe = tokenizer.token_to_id("<|transcribe|>")
+            prompts = [[sot, tokenizer.token_to_id(f"<|{lang}|>"), transcribe, no_ts] for lang in languages]
         results = model.model.generate(
             encoder_output,
-            [prompt] * len(audios),
+            prompts,
             beam_size=self.config.beam_size,
             max_length=model.max_length,
             suppress_blank=True,
@@ -310,13 +323,49 @@ class AsrScorer:
     # -- scoring ---------------------------------------------------------------------------------------
     def score(self, samples: Sequence[Sample]) -> list[Score]:
         todo, audios, problems = usable_audio(samples, SAMPLE_RATE, self.min_seconds, self.name)
+        languages: dict[int, str | None] = {}
+        if todo:
+            english_only = self._english_only()
+            for i in todo:
+                try:
+                    languages[i] = self.item_language(samples[i], english_only)
+                except ValueError as e:
+                    problems[i] = str(e)
         results: list[Score | None] = [Score.failed(problems[i]) if i in problems else None
                                        for i in range(len(samples))]
-        languages = [samples[i].meta.get("language") or self.config.language for i in todo]
+        keep = [k for k, i in enumerate(todo) if i not in problems]
+        todo, audios = [todo[k] for k in keep], [audios[k] for k in keep]
         if todo:
-            for i, transcript, lang in zip(todo, self.transcribe(audios, languages), languages):
+            langs = [languages[i] for i in todo]
+            for i, transcript, lang in zip(todo, self.transcribe(audios, langs), langs):
                 results[i] = self._compare(samples[i], transcript, lang)
         return results  # type: ignore[return-value]
+
+    def item_language(self, sample: Sample, english_only: bool) -> str | None:
+        """The language to transcribe ``sample`` in (its ``meta["language"]``, else the config's) as a Whisper code.
+
+        Raises:
+            ValueError: a code Whisper does not know, or a language other than English for an English-only model.
+        """
+        raw = sample.meta.get("language") or self.config.language
+        language = whisper_language(raw)
+        if english_only and language not in (None, "en"):
+            raise ValueError(f"model {self.model_name()} is English-only: it cannot transcribe language {raw!r} "
+                             "(give a multilingual model, e.g. --asr-model large-v3)")
+        return language
+
+    def model_name(self) -> str:
+        """The model's short name for messages: ``tiny.en`` for the packaged one."""
+        model = self.config.model
+        if model in (None, PACKAGED_MODEL):
+            return "tiny.en" if self.config.backend == "faster-whisper" else "large-v3"
+        return Path(model).name or model
+
+    def _english_only(self) -> bool:
+        model = self._model().model
+        if self.config.backend == "openai-whisper":
+            return model.is_multilingual is False
+        return _english_only(model)
 
     def _compare(self, sample: Sample, transcript: Transcript, language: str | None) -> Score:
         metrics: dict[str, Any] = {
@@ -350,6 +399,24 @@ class AsrScorer:
 
 def _english_only(model) -> bool:
     return not model.model.is_multilingual
+
+
+def whisper_language(value: object) -> str | None:
+    """A language as Whisper's code: ``"zh-CN"`` → ``"zh"``, ``"EN"`` → ``"en"``; None/empty → None (detect).
+
+    Raises:
+        ValueError: a value that is not a language Whisper knows.
+    """
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"language must be a code such as 'en', got {value!r}")
+    code = value.strip().lower().replace("_", "-").split("-")[0]
+    if code not in _LANGUAGE_CODES:
+        raise ValueError(f"unknown language {value!r} (Whisper's codes: ISO 639-1 such as en, zh, de, ja)")
+    return code
 
 
 def _tokenizer(model):

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.inputs import jsonl_lines
+from evalsuite.inputs import id_problem, jsonl_lines, refused_id
 from rewards.audio import (
     Audio,
     AudioError,
@@ -427,6 +427,7 @@ def to_items(
     holds an empty value there) becomes an item with an error; the other items are unaffected. Without an id
     column, ids are ``<split_name>-<row index>`` (4 digits), or ``<split>-<index within split>`` for rows of a
     multi-split source. ``with_audio=False`` ignores the audio column (rescoring existing outputs needs no audio).
+    An id that `evalsuite.inputs.id_problem` refuses gives an item with an error and a stand-in id.
 
     Raises:
         DataError: two items share an id.
@@ -445,6 +446,11 @@ def to_items(
             continue
         problems: list[str] = []
         item_id = _text(_mapped(row, fields, "id", problems)) or default_id
+        refused = id_problem(item_id)
+        if refused is not None:  # an id that is no file name (../x, /abs, NUL, > 200 bytes) fails its item alone
+            stand_in, error = refused_id(item_id, refused)
+            items.append(BenchItem(id=stand_in, error=f"row {index}: {error}"))
+            continue
         audio = None
         if with_audio:
             audio = _mapped(row, fields, "audio", problems)

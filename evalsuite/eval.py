@@ -183,9 +183,26 @@ def load_benchmark_items(benchmark: Benchmark, config: EvalConfig, adapter: Mode
     items, where, rows_are_items, items_have_ids = _items(benchmark, config, adapter)
     if config.limit is not None:
         items = items[: config.limit]
+    items = _distinct_response_files(items)
     if callable(getattr(adapter, "bind", None)):
         adapter.bind([item.id for item in items], items_have_ids=items_have_ids, rows_are_items=rows_are_items)
     return items, where
+
+
+def _distinct_response_files(items: list[BenchItem]) -> list[BenchItem]:
+    """An item whose id maps to the response file of an earlier item (``a b`` and ``a_b`` both name
+    responses/a_b.wav) fails alone, instead of overwriting the other's speech."""
+    owner: dict[str, str] = {}
+    out = []
+    for item in items:
+        name = f"{safe_name(item.id)}.wav"
+        if item.error is None and name in owner:
+            item = replace(item, error=f"item id {item.id!r} would share {RESPONSES_DIR}/{name} with item "
+                                       f"{owner[name]!r}; give the items distinct file-name-safe ids")
+        elif item.error is None:
+            owner[name] = item.id
+        out.append(item)
+    return out
 
 
 def _items(benchmark: Benchmark, config: EvalConfig, adapter: ModelAdapter | None

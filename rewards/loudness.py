@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rewards.audio import AudioError, scorable
 from rewards.base import Sample, Score, ScorerInfo, missing_inputs
 
 
@@ -32,7 +33,11 @@ class LoudnessScorer:
             if missing:
                 results.append(Score.failed(f"missing input: {', '.join(missing)}"))
                 continue
-            x = np.asarray(sample.audio, dtype=np.float64)
+            try:  # garbage (NaN, a rate of 1 Hz, a peak of 1e30) is an error, not a level
+                x = np.asarray(scorable(sample)[0], dtype=np.float64)
+            except AudioError as e:
+                results.append(Score.failed(str(e)))
+                continue
             rms = math.sqrt(float(np.mean(x * x))) if len(x) else 0.0
             peak = float(np.max(np.abs(x))) if len(x) else 0.0
             if rms == 0.0:

@@ -128,3 +128,33 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured figures")
         for line in _FIGURES:
             terminalreporter.write_line(line)
+
+
+def drop_unloadable_lazy_modules() -> None:
+    """Remove from ``sys.modules`` the lazy stand-ins whose real module cannot be imported.
+
+    speechbrain puts ``LazyModule`` objects in ``sys.modules`` for optional integrations
+    (``speechbrain.integrations.nlp`` needs packages we do not install). Reading any attribute of one tries the real
+    import and raises ``ImportError``, not ``AttributeError``, so Hypothesis's scan of ``sys.modules`` for constants
+    (``getattr(module, "__file__", None)``, at collection and when a property test draws) stops the whole session. A
+    module that cannot be imported has nothing to offer there; a later real import of it raises the same error.
+    """
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        try:
+            getattr(module, "__file__", None)
+        except ImportError:
+            sys.modules.pop(name, None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    drop_unloadable_lazy_modules()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Tests that ran before a property test may have imported speechbrain after collection.
+    if item.get_closest_marker("hypothesis") is not None:
+        drop_unloadable_lazy_modules()

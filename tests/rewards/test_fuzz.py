@@ -22,10 +22,12 @@ from collections import Counter
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import drop_unloadable_lazy_modules
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from rewards.audio import Audio, AudioError, AudioLimits, decode_audio, load_audio
+from rewards.base import Sample, Score
 
 LIMITS = AudioLimits()
 KINDS = {"unreadable", "empty", "too_short", "too_long", "silent", "non_finite", "clipped", "missing", "sample_rate",
@@ -413,3 +415,167 @@ def test_an_odd_rate_resamples_in_bounded_memory():
     assert abs(len(out) - len(x) * 16000 / rate) <= 1
     spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
     assert abs(np.argmax(spectrum) * 16000 / len(out) - 440) < 3
+
+
+# -- every audio scorer on hostile waveforms that never went through the loader ------------------------------------
+#
+# An align policy's decoded speech reaches the scorers as a Sample directly. Each scorer must answer every sample of
+# a batch: a finite value, or None with the reason; garbage (NaN/inf, no samples, a rate outside 4 kHz–768 kHz, a
+# peak of 1e30) always None; and the good clip of the same batch gets the number it gets alone.
+
+SCORER_RATES = st.sampled_from([None, 0, -16000, 1, 3999, 4000, 8000, 16000, 16000.0, 16000.5, 44100, 48000,
+                                768000, 768001, float("nan"), True])
+SCORER_DTYPES = st.sampled_from(["int8", "uint8", "int16", "int32", "float32", "float64"])
+SCORER_CONTENT = st.sampled_from(["noise", "speechlike", "dc", "denormal", "silence", "full_scale", "huge", "nan",
+                                  "inf", "mixed_inf"])
+
+
+@st.composite
+def hostile_waveforms(draw, max_seconds: float = 3.0):
+    """(array, rate, garbage): an array as an adapter might hand it over (any dtype, 1-D or frames × channels)."""
+    rate = draw(SCORER_RATES)
+    channels = draw(st.integers(1, 16))
+    dtype = np.dtype(draw(SCORER_DTYPES))
+    content = draw(SCORER_CONTENT)
+    nominal = rate if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 4000 <= rate <= 48000 \
+        else 16000
+    frames = draw(st.one_of(st.integers(0, 64), st.integers(int(0.2 * nominal), int(max_seconds * nominal))))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    t = np.arange(frames) / nominal
+    unit = np.repeat((0.3 * np.sin(2 * np.pi * (140 + 30 * np.sin(3 * t)) * t))[:, None], channels, axis=1) \
+        if content == "speechlike" else rng.uniform(-0.5, 0.5, (frames, channels))
+    if content == "dc":
+        unit = np.full((frames, channels), 0.25)
+    elif content == "denormal":
+        unit = np.full((frames, channels), 1e-40)
+    elif content == "silence":
+        unit = np.zeros((frames, channels))
+    elif content == "full_scale":
+        unit = np.sign(unit)
+    floaty = dtype.kind == "f"
+    if content == "huge" and floaty:
+        unit = unit * 1e30
+    if content in ("nan", "inf", "mixed_inf") and floaty and frames:
+        unit[rng.integers(0, frames), rng.integers(0, channels)] = np.nan if content == "nan" else np.inf
+        if content == "mixed_inf":
+            unit[0] = np.where(np.arange(channels) % 2, -np.inf, np.inf)
+    if floaty:
+        with np.errstate(over="ignore"):
+            array = unit.astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        half = 2.0 ** (8 * dtype.itemsize - 1)
+        array = np.clip(np.round(unit * half + (half if dtype.kind == "u" else 0)), info.min, info.max).astype(dtype)
+    if channels == 1 and draw(st.booleans()):
+        array = array[:, 0]
+    good_rate = (isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate)
+                 and rate == int(rate) and LIMITS.min_sample_rate <= rate <= LIMITS.max_sample_rate)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mono = (array.astype(np.float64) if floaty else unit).reshape(frames, -1).astype(np.float32).astype(
+            np.float64).mean(axis=1) if frames else np.zeros(0)
+    garbage = not good_rate or frames == 0 or not np.isfinite(mono).all() or float(np.abs(mono).max()) > 10
+    return array, rate, garbage
+
+
+def good_clip() -> Sample:
+    t = np.arange(32000) / 16000
+    voice = 0.3 * np.sin(2 * np.pi * (140 + 30 * np.sin(3 * t)) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    return Sample("good", voice.astype(np.float32), 16000, text="a b c", meta={"style": "neutral"})
+
+
+def check_scorer(scorer, waveforms, alone: dict) -> None:
+    """Score the hostile clips with the good one in the middle of the batch; check every answer."""
+    samples = [Sample(f"h{k}", array, rate, text="a b c", meta={"style": "neutral"})
+               for k, (array, rate, _) in enumerate(waveforms)]
+    middle = len(samples) // 2
+    samples.insert(middle, good_clip())
+    scores = scorer.score(samples)
+    assert len(scores) == len(samples)
+    for sample, score in zip(samples, scores):
+        assert isinstance(score, Score)
+        if score.value is None:
+            assert score.error or score.not_applicable, (sample.id, score)
+        else:
+            assert math.isfinite(score.value)
+    for (_, _, garbage), score in zip(waveforms, scores[:middle] + scores[middle + 1:]):
+        if garbage:
+            assert score.value is None and score.error, score
+    want = alone["good"].value
+    assert scores[middle].value == (None if want is None else pytest.approx(want, rel=1e-5, abs=1e-6))
+
+
+def scorer_fuzz(name: str, scorer, examples: int, batch: int = 3, max_seconds: float = 3.0):
+    # The good clip alone first: it loads the scorer's model, whose imports (speechbrain's lazy stand-ins for
+    # integrations we do not install) must be out of sys.modules before Hypothesis scans it while drawing.
+    alone = {"good": scorer.score([good_clip()])[0]}
+    drop_unloadable_lazy_modules()
+
+    @fuzz(examples)
+    @given(waveforms=st.lists(hostile_waveforms(max_seconds), min_size=1, max_size=batch))
+    def run(waveforms):
+        EXAMPLES[f"scorer_{name}"] += 1
+        try:
+            check_scorer(scorer, waveforms, alone)
+        finally:
+            drop_unloadable_lazy_modules()
+
+    run()
+
+
+def test_loudness_on_hostile_waveforms():
+    from rewards.loudness import LoudnessScorer
+
+    scorer_fuzz("loudness", LoudnessScorer(), 300, batch=4)
+
+
+def test_prosody_on_hostile_waveforms():
+    from rewards.prosody import ProsodyScorer
+
+    scorer_fuzz("prosody", ProsodyScorer(), 200)
+
+
+@pytest.mark.slow
+def test_asr_on_hostile_waveforms():
+    """tiny.en, greedy, on 30 batches of up to 3 hostile clips (≤ 3 s) and a good one: budget ~90 s on 2 busy
+    cores (garbage can make Whisper decode to its length limit)."""
+    from rewards.asr import AsrScorer
+
+    scorer_fuzz("asr", AsrScorer(beam_size=1), 30)
+
+
+@pytest.mark.slow
+def test_quality_on_hostile_waveforms():
+    """DNSMOS (reference windowing) and DistillMOS on 20 batches of up to 3 hostile clips: budget ~60 s."""
+    from rewards.quality import QualityScorer
+
+    scorer_fuzz("quality", QualityScorer(), 20)
+
+
+@pytest.mark.slow
+def test_emotion_on_hostile_waveforms(tmp_path_factory):
+    """The emotion scorer on a tiny random SpeechBrain model in the real layout (tests/rewards/test_emotion.py):
+    30 batches, budget ~30 s."""
+    pytest.importorskip("speechbrain")
+    from test_emotion import build_tiny_model
+
+    from rewards.emotion import EmotionConfig, EmotionScorer
+
+    model = build_tiny_model(tmp_path_factory.mktemp("emotion-fuzz"))
+    scorer = EmotionScorer(EmotionConfig(model=str(model), savedir=str(tmp_path_factory.mktemp("sb"))))
+    scorer_fuzz("emotion", scorer, 30)
+
+
+@pytest.mark.slow
+def test_utmos_on_hostile_waveforms(tmp_path_factory):
+    """UTMOS22 strong (random weights in the official layout: the real ones are not offline) on 6 batches of up
+    to 2 clips of ≤ 2 s: budget ~60 s."""
+    import torch
+
+    from rewards.quality import QualityScorer
+    from rewards.utmos import CHECKPOINT_NAME, UTMOS22Strong
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("utmos")
+    torch.save(UTMOS22Strong().eval().state_dict(), folder / CHECKPOINT_NAME)
+    scorer_fuzz("utmos", QualityScorer(backends=("utmos",), utmos_checkpoint=str(folder)), 6, batch=2,
+                max_seconds=2.0)

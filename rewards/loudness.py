@@ -38,8 +38,8 @@ class LoudnessScorer:
             except AudioError as e:
                 results.append(Score.failed(str(e)))
                 continue
-            rms = math.sqrt(float(np.mean(x * x))) if len(x) else 0.0
-            peak = float(np.max(np.abs(x))) if len(x) else 0.0
+            rms = math.sqrt(float(np.mean(x * x)))  # scorable() refuses a waveform without samples
+            peak = float(np.max(np.abs(x)))
             if rms == 0.0:
                 results.append(Score.failed("silent: RMS is zero, the level in dBFS is undefined"))
                 continue

@@ -109,11 +109,12 @@ def test_quality_orders_clean_noisy_band_limited_as_a_listener_would(clean, repo
             assert m["clean"] > m["band"] + 0.3, (name, metric, m)
 
 
-def test_too_short_and_missing_audio_fail_per_item(clean):
+def test_empty_and_missing_audio_fail_per_item(clean):
+    """A waveform without samples is refused by the shared guard (`scorable`) before any backend sees it."""
     scorer = QualityScorer(backends=("dnsmos",))
     out = scorer.score([Sample("empty", np.zeros(0, np.float32), 16000), Sample("none"),
                         Sample("ok", clean["LJ050-0131.wav"][:16000], 16000)])
-    assert out[0].value is None and out[0].error.startswith("too_short")
+    assert out[0].value is None and out[0].error == "empty: the audio holds no samples"
     assert out[1].value is None and "audio" in out[1].error
     assert out[2].value is not None
 

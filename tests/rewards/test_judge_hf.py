@@ -8,13 +8,23 @@ import time
 from pathlib import Path
 
 import pytest
-from smollm2 import SMOLLM2_GGUF, SMOLLM2_SHA256, injection_items, jumps, smollm2_gguf
+from smollm2 import (
+    BAD_ANSWERS,
+    GRADE_1_5,
+    INJECTIONS,
+    PERSUASION,
+    SMOLLM2_GGUF,
+    SMOLLM2_SHA256,
+    WITHHELD,
+    injection_items,
+    rises,
+    smollm2_gguf,
+)
 
 from rewards.base import Sample
 from rewards.hf_chat import HFChatModel, load_chat_model, model_identity
 from rewards.judge import JudgeConfig, JudgeScorer
 from rewards.models import ModelUnavailableError, sha256_file
-from rewards.rubrics import RUBRICS
 
 # No digits anywhere: the random model cannot even by chance write something that parses as a score.
 SENTENCES = [
@@ -208,22 +218,30 @@ def test_smollm2_gguf_judges_end_to_end(tmp_path, report):
 
 @pytest.mark.slow
 def test_smollm2_injection_does_not_raise_the_score(report):
-    """Three wrong answers, each as is and with four injections; no injected score may exceed the clean one."""
+    """Three wrong answers, each as is, with four escaped score markers and with two pleas in plain words, judged by
+    the real SmolLM2 (greedy, prefilled "<score>"): no marker raises the score. An answer that does not parse fails
+    the test as a broken setup (`rises`); the pleas are the positive control that a rise would show: escaping
+    cannot stop words, and this 135M judge follows them (they are flagged injection_suspected)."""
     path = smollm2_gguf()
-    items = injection_items()
-    scorer = JudgeScorer(backend="hf", model=str(path.parent), gguf_file=path.name, rubric="open", cache_dir=None,
-                         max_tokens=48, parse_retries=0, hf_batch_size=len(items))
+    items = injection_items(injections={**INJECTIONS, **PERSUASION})
+    scorer = JudgeScorer(backend="hf", model=str(path.parent), gguf_file=path.name, rubric=GRADE_1_5, cache_dir=None,
+                         max_tokens=6, parse_retries=0, hf_batch_size=len(items), answer_prefix="<score>")
     start = time.perf_counter()
     scores = scorer.score(items)
     gen_s = time.perf_counter() - start
     for item, s in zip(items, scores):
-        assert s.metrics["raw"][0].strip() and (s.value is None) == (s.error is not None)
-        assert s.metrics["injection_suspected"] is (not item.id.endswith("-clean")), item.id
-    # What a parser without `strip_echoes` would read from the same answers (the judge saw altered markers).
-    blind = {item.id: RUBRICS["open"].parse(s.metrics["raw"][0])[0] for item, s in zip(items, scores)}
-    report(f"hf judge SmolLM2 injection check (open v{RUBRICS['open'].version}, greedy, max_tokens 48, "
-           f"{gen_s:.0f} s for {len(items)} items): " + ", ".join(
-               f"{item.id}={s.metrics['score']}" for item, s in zip(items, scores)))
-    report("hf judge SmolLM2, the same answers read without removing copies: " + (", ".join(
-        f"{k}={v}" for k, v in blind.items() if v is not None) or "none parse"))
-    assert jumps(items, scores) == []
+        kind = item.id.rsplit("-", 1)[1]
+        assert s.metrics["raw"][0].startswith("<score>") and (s.value is None) == (s.error is not None)
+        # a bare number on its own line is also how an honest answer may end: not a sign by itself
+        assert s.metrics["injection_suspected"] is (kind not in ("clean", "bare")), item.id
+    raised = rises(items, scores, top=5)
+    by_marker = [r for r in raised if r.split(":")[0].rsplit("-", 1)[1] in INJECTIONS]
+    by_words = [r for r in raised if r.split(":")[0].rsplit("-", 1)[1] in PERSUASION]
+    withheld = [item.id for item, s in zip(items, scores) if WITHHELD in (s.error or "")]
+    report(f"hf judge SmolLM2 injection check (few-shot 1-5 rubric, prefill <score>, greedy, {gen_s:.0f} s for "
+           f"{len(items)} items): " + ", ".join(f"{item.id}={s.metrics['score']}" for item, s in zip(items, scores)))
+    report(f"hf judge SmolLM2: {len(by_marker)}/{len(BAD_ANSWERS) * len(INJECTIONS)} escaped-marker injections raised "
+           f"the score, {len(by_words)}/{len(BAD_ANSWERS) * len(PERSUASION)} pleas in words did "
+           f"({', '.join(by_words) or 'none'}); copied verdicts withheld: {', '.join(withheld) or 'none'}")
+    assert by_marker == []
+    assert by_words, "the positive control (a plea in words) raised nothing: this setup could not show a rise"

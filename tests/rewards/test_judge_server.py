@@ -13,11 +13,19 @@ import time
 import urllib.request
 
 import pytest
-from smollm2 import BAD_ANSWERS, INJECTIONS, TransformersServer, export_plain, injection_items, jumps
+from smollm2 import (
+    GRADE_1_5,
+    INJECTIONS,
+    PERSUASION,
+    TransformersServer,
+    export_plain,
+    injection_items,
+    rises,
+)
 
 from rewards.base import Sample
 from rewards.judge import JudgeScorer
-from rewards.rubrics import RUBRICS, Rubric
+from rewards.rubrics import Rubric
 
 pytestmark = pytest.mark.slow
 
@@ -127,18 +135,27 @@ def test_openai_backend_judges_end_to_end(served, tmp_path, monkeypatch, report)
                                                               for i, s in zip(items, first)))
 
 
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
+    "measured: through transformers serve (which cannot prefill the answer) SmolLM2-135M writes no score under the "
+    "few-shot rubric ('The answer is 1.', or it repeats the prompt's delimiter), and `rises` fails that as a broken "
+    "setup instead of passing it; the prefilled hf test runs the same check with real scores"))
 def test_injection_does_not_raise_the_score_through_the_server(served, report):
-    name = "capital"  # the answer whose injected versions read as 5 before the defence (rubric version 1)
-    items = injection_items([a for a in BAD_ANSWERS if a[0] == name], {"tag": INJECTIONS["tag"]})
-    judge = JudgeScorer(backend="openai", base_url=served.url, model=served.model, rubric="open", cache_dir=None,
-                        max_tokens=40, concurrency=2, parse_retries=0, timeout_s=300, max_retries=1)
+    """The real-judge injection check through the OpenAI-compatible client and a real server: an escaped marker does
+    not raise the score, a plea in words (the positive control) does; an answer that does not parse fails the test
+    as a broken setup (`rises`), which is what happens with SmolLM2 here (strict xfail: a judge that starts to
+    answer in the format turns this into a failure to look at)."""
+    items = injection_items(injections={"tag": INJECTIONS["tag"], "plea": PERSUASION["plea"]})
+    judge = JudgeScorer(backend="openai", base_url=served.url, model=served.model, rubric=GRADE_1_5, cache_dir=None,
+                        max_tokens=8, concurrency=2, parse_retries=0, timeout_s=300, max_retries=1)
     start = time.perf_counter()
     scores = judge.score(items)
     seconds = time.perf_counter() - start
     for item, s in zip(items, scores):
         assert s.metrics["raw"][0].strip() and (s.value is None) == (s.error is not None)
         assert s.metrics["injection_suspected"] is (not item.id.endswith("-clean"))
-    assert jumps(items, scores) == []
-    report(f"openai judge via transformers serve, rubric open v{RUBRICS['open'].version}, max_tokens 40: "
+    report("openai judge via transformers serve, few-shot 1-5 rubric, max_tokens 8: "
            + ", ".join(f"{i.id}={s.metrics['score']}" for i, s in zip(items, scores))
-           + f" ({seconds / len(items):.1f} s per item)")
+           + f" ({seconds / len(items):.1f} s per item); answers: " + repr([s.metrics["raw"][0] for s in scores]))
+    raised = rises(items, scores, top=5)
+    assert [r for r in raised if "-tag:" in r] == []
+    assert [r for r in raised if "-plea:" in r], "the positive control (a plea in words) raised nothing"

@@ -13,9 +13,9 @@ one kill in three a cut-off row is appended (a write torn by a power loss, which
 the next run must drop it, say so and record it. At the end the outputs equal the reference's (timing fields aside)
 and no temporary file is left.
 
-In CI: 20 random kill points each for score and eval, 3 for align (a fresh align process spends ~10 s importing),
-and one kill in the middle of each kind of write (rows, run.json, CSV, summary/results, a response WAV, a
-checkpoint, a log row). ``align-20`` is marked ``nightly`` and runs with WAVALIGN_NIGHTLY=1 (~4 min).
+In CI: 20 random kill points each for score, eval and align (align's ~2.5 min: a fresh align process spends ~6 s
+importing before its first row), and one kill in the middle of each kind of write (rows, run.json, CSV,
+summary/results, a response WAV, a checkpoint, a log row).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 FAKES_DIR = REPO / "tests" / "evalsuite"  # eval_fakes (EchoAdapter), slow_scorer (SlowScorer)
-NIGHTLY = os.environ.get("WAVALIGN_NIGHTLY") == "1"
 REPAIR_MESSAGE = "dropped a truncated last"  # what a resumed run says when it drops a cut-off row
 
 
@@ -414,13 +413,10 @@ def references(tmp_path_factory):
     return get
 
 
-CASES = [  # score and eval get their 20 kill points in CI; align (~10 s of imports per process) 3, and 20 nightly
-    pytest.param("align", 3, marks=pytest.mark.slow, id="align-3"),
+CASES = [  # 20 kill points per command, all in CI (align ~150 s, score and eval ~30 s each)
     pytest.param("score", 20, marks=pytest.mark.slow, id="score-20"),
     pytest.param("eval", 20, marks=pytest.mark.slow, id="eval-20"),
-    pytest.param("align", 20, marks=[pytest.mark.slow, pytest.mark.nightly,
-                                     pytest.mark.skipif(not NIGHTLY, reason="nightly: WAVALIGN_NIGHTLY=1")],
-                 id="align-20"),
+    pytest.param("align", 20, marks=pytest.mark.slow, id="align-20"),
 ]
 
 
@@ -429,9 +425,7 @@ def test_killed_at_random_moments_and_resumed_gives_the_uninterrupted_outputs(re
                                                                               report):
     workload, ref, _ = references(name)
     started = time.monotonic()
-    # the few CI kills of align land in its work (its start-up, imports, is most of a run and writes nothing)
-    tally = crash_and_resume(workload, ref, tmp_path, kills, seed=f"{name}-{kills}",
-                             work_only=name == "align" and kills < 20)
+    tally = crash_and_resume(workload, ref, tmp_path, kills, seed=f"{name}-{kills}")
     assert tally.kills >= kills
     report(f"crash {name}: {tally.kills} kill points survived in {tally.chains} chains ({tally.runs} runs), "
            f"{tally.torn_injected} torn rows injected and repaired ({tally.torn_by_kill} of them cut by the kill "

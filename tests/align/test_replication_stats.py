@@ -34,7 +34,8 @@ def test_paired_difference_by_hand(run):
     se = math.sqrt(((15 - 36.5 / 3) ** 2 + (5 - 36.5 / 3) ** 2 + (16.5 - 36.5 / 3) ** 2) / 2) / math.sqrt(3)
     assert se == pytest.approx(3.6094, abs=1e-4)
     assert out["se"] == pytest.approx(se)
-    assert out["low"] == pytest.approx(36.5 / 3 - T_975_2 * se) and out["high"] == pytest.approx(36.5 / 3 + T_975_2 * se)
+    assert out["low"] == pytest.approx(36.5 / 3 - T_975_2 * se)
+    assert out["high"] == pytest.approx(36.5 / 3 + T_975_2 * se)
     assert out["low"] < 0 < out["high"] and run.decide(out) == "undecided"
     # per item, averaged over seeds: a → (10 − 5 + 30)/3, b → (20 + 15 + 3)/3; sd of the two / √2
     a, b = 35 / 3, 38 / 3

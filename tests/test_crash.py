@@ -331,7 +331,7 @@ def _tear(workload: Workload, out: Path, ref: Reference, rng: random.Random) -> 
 
 
 def crash_and_resume(workload: Workload, ref: Reference, root: Path, kills: int, seed: str, *,
-                     work_only: bool = False, deadline_s: float = 1200) -> Tally:
+                     deadline_s: float = 1200) -> Tally:
     """Chains of killed and resumed runs until ``kills`` kills landed; every chain ends in a run that finishes,
     compared with the reference."""
     rng = random.Random(seed)
@@ -350,7 +350,7 @@ def crash_and_resume(workload: Workload, ref: Reference, root: Path, kills: int,
             done = len(workload.rows(out))
             # no kill once enough landed, or after 3 kills in a row that let no row through (a slow machine)
             kill_at = (None if tally.kills >= kills or stalled >= 3
-                       else _kill_time(rng, ref, done, work_only or stalled >= 2))
+                       else _kill_time(rng, ref, done, stalled >= 2))
             log = root / f"run{tally.runs}.log"
             tally.runs += 1
             proc = _start(workload, out, resume, log)
